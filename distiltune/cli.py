@@ -1,0 +1,106 @@
+"""``distiltune`` command line: run | demo | finetune | distill | evaluate | losses."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from .errors import DistilTuneError
+
+DEMO_CONFIG = os.path.join(os.path.dirname(__file__), "configs", "demo.yaml")
+COMMANDS = {
+    "run": ("Run the pipeline from a config: (fine-tune teacher) -> distil -> (fine-tune student) -> baseline -> report.", {}),
+    "demo": ("The offline demo: all-mpnet-base-v2 -> all-MiniLM-L6-v2 on Rotten Tomatoes (--quick: small slice).", {}),
+    "finetune": ("Fine-tune the student on hard labels only (transfer learning; freeze_* options apply).",
+                 {"strategy": "finetune"}),
+    "distill": ("Distil a fine-tuned teacher into the student (one stage, no baseline).",
+                {"strategy": "distill", "finetune_teacher": "no", "baseline": False}),
+}
+
+
+def _quiet_libraries():
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import datasets
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    datasets.logging.set_verbosity_error()
+
+
+def _train_command(cmd: str, argv: list[str]) -> int:
+    from .config_io import parse_config
+    from .pipeline import run_pipeline
+    from .report import summary_table
+
+    if cmd == "demo" and "--config" not in argv:
+        argv = ["--config", DEMO_CONFIG] + argv
+    forced = COMMANDS[cmd][1]
+    cfg, flags = parse_config(argv, cmd, forced=forced)
+    report = run_pipeline(cfg, overwrite=flags.overwrite, resume=flags.resume)
+    print(summary_table(report))
+    print(f"[distiltune] report: {os.path.join(cfg.output_dir, 'report.md')}")
+    return 0
+
+
+def _evaluate(argv: list[str]) -> int:
+    from .config_io import parse_config
+    from .pipeline import evaluate_models
+
+    pre = argparse.ArgumentParser(prog="distiltune evaluate", add_help=False)
+    pre.add_argument("--model", action="append", default=[], help="Model folder to evaluate (repeatable).")
+    known, rest = pre.parse_known_args(argv)
+    if "-h" in rest or "--help" in rest:
+        print("usage: distiltune evaluate --config x.yaml --model DIR [--model DIR ...] [--teacher DIR] [--output-dir DIR]")
+        return 0
+    cfg, flags = parse_config(rest, "evaluate", forced={"baseline": False})
+    if not known.model and not cfg.teacher:
+        raise DistilTuneError("nothing to evaluate", "pass --model <model folder> (and/or --teacher <folder>)")
+    report = evaluate_models(cfg, known.model, overwrite=flags.overwrite, resume=flags.resume)
+    from .report import summary_table
+
+    print(summary_table(report))
+    return 0
+
+
+def _losses() -> int:
+    from .losses import LOSSES
+
+    for name in LOSSES.names():
+        print(f"{name:<10} {LOSSES.get(name).description}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    usage = "usage: distiltune {run,demo,finetune,distill,evaluate,losses} [--config x.yaml] [options]"
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage)
+        for c, (h, _) in COMMANDS.items():
+            print(f"  {c:<9} {h}")
+        print("  evaluate  Evaluate model folders on the config's test split (metric, size, latency).")
+        print("  losses    List the registered loss terms.")
+        return 0
+    cmd, rest = argv[0], argv[1:]
+    try:
+        if cmd == "losses":
+            return _losses()
+        _quiet_libraries()
+        if cmd == "evaluate":
+            return _evaluate(rest)
+        if cmd not in COMMANDS:
+            import difflib
+
+            near = difflib.get_close_matches(cmd, list(COMMANDS) + ["evaluate", "losses"], n=1)
+            raise DistilTuneError(f"unknown command '{cmd}'", f"did you mean '{near[0]}'?" if near else usage)
+        return _train_command(cmd, rest)
+    except DistilTuneError as e:
+        print(f"distiltune: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("distiltune: interrupted; finished stages and checkpoints are kept (use --resume)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,192 @@
+"""Configuration: one dataclass that extends ``transformers.TrainingArguments``.
+
+Loaded from flat YAML (``--config x.yaml``) and overridable by flags, see ``config_io``.
+The data, model and strategy groups are separate mixins so each stays readable.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from transformers import TrainingArguments
+
+from .schedules import KINDS, UNITS, Schedule
+
+STRATEGIES = ("finetune", "distill", "distill_finetune")
+METRICS = ("auto", "accuracy", "f1", "matthews", "pearson", "spearman")
+
+
+def _f(default, help, **kw):
+    return field(default=default, metadata={"help": help, **kw})
+
+
+def _lf(help):
+    return field(default=None, metadata={"help": help})
+
+
+@dataclass
+class DataArguments:
+    dataset_name: str | None = _f(None, "Hub dataset name (needs internet), or 'demo:rotten_tomatoes' for the bundled demo data.")
+    dataset_config_name: str | None = _f(None, "Hub dataset configuration, e.g. 'sst2' for dataset_name 'glue'.")
+    train_file: str | None = _f(None, "Local training file (.csv, .json, .jsonl or .parquet).")
+    validation_file: str | None = _f(None, "Local validation file; a seeded split of train is used when absent.")
+    test_file: str | None = _f(None, "Local test file; a seeded split of train is used when absent.")
+    unlabeled_file: str | None = _f(None, "Local file of unlabeled text the student learns from through the teacher alone.")
+    text_column: str = _f("text", "Column holding the text (first sentence for pairs).")
+    text_pair_column: str | None = _f(None, "Second sentence column for sentence-pair tasks (GLUE-style), else none.")
+    label_column: str = _f("label", "Column holding the label (class name/id, or a number for regression).")
+    task_type: str = _f("auto", "'classification', 'regression', or 'auto' (float labels mean regression).",
+                        choices=["auto", "classification", "regression"])
+    metric: str = _f("auto", "Main metric: accuracy, f1 (macro), matthews, pearson, spearman; auto = accuracy or pearson.",
+                     choices=list(METRICS))
+    max_length: int = _f(128, "Truncate texts to this many tokens (each model's own tokenizer).")
+    validation_size: float = _f(0.1, "Validation split made from train when none is given: fraction (<1) or row count.")
+    test_size: float = _f(0.15, "Test split made from train when none is given: fraction (<1) or row count.")
+    num_labeled: int | None = _f(None, "Keep labels for only this many training rows; the rest becomes unlabeled text "
+                                       "that the student learns from the teacher's soft labels (few-label setting).")
+    max_unlabeled: int | None = _f(None, "Use at most this many unlabeled rows (seeded sample).")
+    max_validation_samples: int | None = _f(None, "Use at most this many validation rows (seeded sample).")
+    max_test_samples: int | None = _f(None, "Use at most this many test rows (seeded sample).")
+
+
+@dataclass
+class ModelArguments:
+    teacher: str | None = _f(None, "Teacher: local folder, hub name, or 'demo:all-mpnet-base-v2'.")
+    student: str | None = _f(None, "Student: local folder, hub name, 'demo:all-MiniLM-L6-v2', or 'from_teacher' "
+                                   "(keep student_layers of the teacher's layers).")
+    student_layers: list[int] | None = _f(None, "Teacher layers copied into a 'from_teacher' student, e.g. 0 2 4 7 9 11; "
+                                                "default every other layer.")
+    finetune_teacher: str = _f("auto", "Fine-tune the teacher on the labelled data first: yes, no, or auto (when its "
+                                       "classifier head is untrained).", choices=["auto", "yes", "no"])
+    teacher_num_train_epochs: float = _f(2.0, "Epochs for fine-tuning the teacher.")
+    teacher_learning_rate: float = _f(3e-5, "Learning rate for fine-tuning the teacher.")
+    freeze_embeddings: bool = _f(False, "Freeze the embeddings of the model being fine-tuned (transfer learning).")
+    freeze_layers: int = _f(0, "Freeze the first N transformer layers of the model being fine-tuned.")
+
+
+@dataclass
+class StrategyArguments:
+    strategy: str = _f("distill_finetune", "finetune (hard labels only), distill, or distill_finetune (scheduled "
+                                           "distillation, then optional hard-label epochs).", choices=list(STRATEGIES))
+    temperature: float = _f(4.0, "Softmax temperature T for soft targets (start value when scheduled).")
+    temperature_end: float | None = _f(None, "Final temperature for linear/cosine schedules (default 1.0 for distill_finetune).")
+    temperature_schedule: str | None = _f(None, "constant, linear, cosine or list; default constant for distill, linear "
+                                                "(high -> low) for distill_finetune.", choices=list(KINDS))
+    temperature_values: list[float] | None = _f(None, "Per-epoch temperatures for temperature_schedule 'list'.")
+    distill_weight: float | None = _f(None, "Weight w of the distillation term: loss = (1-w)*CE + w*T^2*KL (start value when "
+                                            "scheduled). Default 0.5 for distill, 0.9 for distill_finetune.")
+    distill_weight_end: float | None = _f(None, "Final distill_weight for linear/cosine schedules (default 0.2 for distill_finetune: "
+                                                "distillation-heavy early, task-heavy late).")
+    distill_weight_schedule: str | None = _f(None, "constant, linear, cosine or list; default constant for distill, linear "
+                                                   "for distill_finetune.", choices=list(KINDS))
+    distill_weight_values: list[float] | None = _f(None, "Per-epoch weights for distill_weight_schedule 'list'.")
+    schedule_unit: str = _f("step", "Advance schedules every 'step' or only at each 'epoch'.", choices=list(UNITS))
+    final_finetune_epochs: float = _f(0.0, "distill_finetune: hard-label-only epochs after distillation.")
+    teacher_cache: bool = _f(True, "Compute teacher logits once per dataset and reuse them every epoch.")
+    baseline: bool = _f(True, "Also train the baseline student (same init and budget, labelled data only, no teacher).")
+    mixed_precision: str = _f("auto", "bf16, fp16, no, or auto (bf16 where the CPU/GPU supports it).",
+                              choices=["auto", "bf16", "fp16", "no"])
+    latency_samples: int = _f(100, "Batch-1 forward passes timed for latency percentiles (after warm-up).")
+    throughput_batch_size: int = _f(32, "Batch size for the throughput measurement.")
+
+
+def cpu_supports_bf16() -> bool:
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+@dataclass
+class DistillConfig(StrategyArguments, ModelArguments, DataArguments, TrainingArguments):
+    """Everything one run needs. Unset schedule fields take the strategy's defaults."""
+
+    # TrainingArguments fields whose defaults suit distillation better (same meaning, new default).
+    output_dir: str | None = _f("runs/distiltune", "Where models, checkpoints, logs and the report are written.")
+    train_sampling_strategy: str = _f("group_by_length", "Batch similar lengths together (less padding): "
+                                                         "group_by_length, random, sequential.")
+    report_to: None | str | list[str] = _f("tensorboard", "Loggers: tensorboard, none, ...")
+    logging_steps: float = _f(10, "Log losses, loss terms and schedule values every N steps.")
+    save_strategy: str = _f("epoch", "When to write checkpoints: epoch, steps or no.")
+    save_total_limit: int | None = _f(2, "Keep at most this many checkpoints per stage.")
+    learning_rate: float = _f(5e-5, "Peak learning rate of the student (AdamW, linear decay).")
+    num_train_epochs: float = _f(3.0, "Epochs of the main stage (distillation, or fine-tuning for strategy finetune).")
+    per_device_train_batch_size: int = _f(32, "Training batch size per device.")
+    warmup_steps: float = _f(0.06, "Learning-rate warm-up: steps (>= 1) or a fraction of all steps (< 1).")
+
+    def __post_init__(self):
+        if self.distill_weight is None:
+            self.distill_weight = 0.9 if self.strategy == "distill_finetune" else 0.5
+        errors = []
+        for name in ("distill_weight", "distill_weight_end"):
+            v = getattr(self, name)
+            if v is not None and not 0.0 <= v <= 1.0:
+                errors.append(f"{name}={v} is outside [0, 1]; set it between 0 and 1")
+        for v in self.distill_weight_values or []:
+            if not 0.0 <= v <= 1.0:
+                errors.append(f"distill_weight_values contains {v}, outside [0, 1]; use weights between 0 and 1")
+        for name in ("temperature", "temperature_end"):
+            v = getattr(self, name)
+            if v is not None and not v > 0:
+                errors.append(f"{name}={v} must be > 0; use a positive temperature such as 2.0")
+        for v in self.temperature_values or []:
+            if not v > 0:
+                errors.append(f"temperature_values contains {v}; every temperature must be > 0")
+        for name in ("num_labeled", "max_unlabeled", "max_validation_samples", "max_test_samples"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                errors.append(f"{name}={v} must be >= 1 (or leave it unset)")
+        if self.max_length < 8:
+            errors.append(f"max_length={self.max_length} is too small; use at least 8 tokens")
+        if self.freeze_layers < 0:
+            errors.append(f"freeze_layers={self.freeze_layers} must be >= 0")
+        if self.final_finetune_epochs < 0:
+            errors.append("final_finetune_epochs must be >= 0")
+        for name in ("validation_size", "test_size"):
+            if getattr(self, name) < 0:
+                errors.append(f"{name} must be >= 0 (fraction < 1 or a row count)")
+        if self.student_layers is not None and len(self.student_layers) == 0:
+            errors.append("student_layers is empty; list at least one teacher layer index")
+        if errors:
+            raise ValueError("; ".join(errors))
+        self._set_precision()
+        if self.output_dir is None:
+            self.output_dir = "runs/distiltune"
+        super().__post_init__()
+        # Schedule objects are built here so bad list/kind combinations fail at load time.
+        self.temperature_sched = self.make_schedule("temperature")
+        self.distill_weight_sched = self.make_schedule("distill_weight")
+
+    def _set_precision(self):
+        mp = self.mixed_precision
+        if mp == "auto":
+            if torch.cuda.is_available():
+                mp = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+            else:
+                mp = "bf16" if cpu_supports_bf16() else "no"
+        if mp == "fp16" and not torch.cuda.is_available():
+            mp = "no"  # fp16 autocast on CPU is slow and unsupported by the Trainer
+        self.bf16, self.fp16 = mp == "bf16", mp == "fp16"
+        if not torch.cuda.is_available():
+            self.use_cpu = True  # the Trainer needs this for bf16 autocast on CPU
+
+    def make_schedule(self, name: str) -> Schedule:
+        kind = getattr(self, f"{name}_schedule")
+        end = getattr(self, f"{name}_end")
+        values = tuple(getattr(self, f"{name}_values") or ())
+        annealed = self.strategy == "distill_finetune"
+        if kind is None:
+            kind = "list" if values else ("linear" if annealed else "constant")
+        if end is None and annealed:
+            end = {"temperature": 1.0, "distill_weight": 0.2}[name]
+        if kind == "list" and not values:
+            raise ValueError(f"{name}_schedule is 'list' but {name}_values is empty; give one value per epoch")
+        return Schedule(kind=kind, start=getattr(self, name), end=end, values=values, unit=self.schedule_unit)
+
+    def own_fields(self) -> dict:
+        """Fields distiltune adds on top of TrainingArguments."""
+        import dataclasses
+
+        names = {f.name for c in (DataArguments, ModelArguments, StrategyArguments) for f in dataclasses.fields(c)}
+        return {k: getattr(self, k) for k in sorted(names)}

@@ -1,0 +1,260 @@
+"""Loading, checking, splitting and tokenising task data through ``datasets``.
+
+Rows are tagged with ``labels`` (class id, -100 for unlabeled; float/NaN for regression).
+Each model tokenises the text with its own tokenizer: never feed one model's ids to another.
+"""
+from __future__ import annotations
+
+import difflib
+import hashlib
+import os
+from dataclasses import dataclass
+
+import numpy as np
+from datasets import ClassLabel, Dataset, DatasetDict, Value, concatenate_datasets
+
+from .errors import DistilTuneError
+from .losses import IGNORE_INDEX
+
+READERS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+
+
+@dataclass
+class TaskData:
+    train: Dataset          # labelled rows: text columns + ``labels``
+    unlabeled: Dataset | None  # text columns + ``labels`` = IGNORE_INDEX / NaN
+    validation: Dataset
+    test: Dataset
+    label_names: list[str] | None  # None for regression
+    task_type: str          # classification | regression
+    metric: str
+    text_columns: tuple[str, ...]
+
+    @property
+    def num_labels(self) -> int:
+        return 1 if self.label_names is None else len(self.label_names)
+
+    def fingerprint(self) -> str:
+        """Content hash of all splits (texts and labels): stage reuse keys on it."""
+        h = hashlib.sha256()
+        for name in ("train", "unlabeled", "validation", "test"):
+            ds = getattr(self, name)
+            if ds is None:
+                continue
+            h.update(name.encode())
+            for col in (*self.text_columns, "labels"):
+                h.update(repr(ds[col]).encode())
+        h.update(repr((self.label_names, self.task_type)).encode())
+        return h.hexdigest()[:16]
+
+
+def _read_file(path: str, what: str) -> Dataset:
+    ext = os.path.splitext(path)[1].lower()
+    if not os.path.isfile(path):
+        raise DistilTuneError(f"{what} not found: {path}", f"check the path given for {what}")
+    if ext not in READERS:
+        raise DistilTuneError(f"{what} {path} has unsupported type '{ext}'", "use .csv, .json, .jsonl or .parquet")
+    from datasets import load_dataset
+
+    try:
+        return load_dataset(READERS[ext], data_files=path, split="train")
+    except Exception as e:  # malformed files come in many shapes; one line is enough
+        raise DistilTuneError(f"could not read {what} {path}: {str(e).splitlines()[0][:200]}",
+                              "check that the file is valid " + READERS[ext].upper()) from None
+
+
+def _load_sources(cfg) -> tuple[DatasetDict, Dataset | None]:
+    splits: dict[str, Dataset] = {}
+    if cfg.dataset_name and cfg.dataset_name.startswith("demo:"):
+        if cfg.dataset_name != "demo:rotten_tomatoes":
+            raise DistilTuneError(f"unknown demo dataset '{cfg.dataset_name}'", "use demo:rotten_tomatoes")
+        from .assets import load_rotten_tomatoes
+
+        ds = Dataset.from_pandas(load_rotten_tomatoes(), preserve_index=False)
+        splits["train"] = ds.cast_column("label", ClassLabel(names=["negative", "positive"]))
+    elif cfg.dataset_name:
+        from datasets import load_dataset
+
+        try:
+            dd = load_dataset(cfg.dataset_name, cfg.dataset_config_name)
+        except Exception as e:
+            raise DistilTuneError(f"could not load dataset '{cfg.dataset_name}': {str(e).splitlines()[0][:200]}",
+                                  "check the name and your internet access, or use local files (train_file)") from None
+        splits.update({k: v for k, v in dd.items() if k in ("train", "validation", "test")})
+    for split in ("train", "validation", "test"):
+        path = getattr(cfg, f"{split}_file")
+        if path:
+            splits[split] = _read_file(path, f"{split}_file")
+    if "train" not in splits:
+        raise DistilTuneError("no training data given", "set dataset_name or train_file")
+    unlabeled = _read_file(cfg.unlabeled_file, "unlabeled_file") if cfg.unlabeled_file else None
+    return DatasetDict(splits), unlabeled
+
+
+def _check_columns(ds: Dataset, columns: list[str], split: str) -> None:
+    for col in columns:
+        if col not in ds.column_names:
+            near = difflib.get_close_matches(col, ds.column_names, n=1)
+            hint = f"did you mean '{near[0]}'? " if near else ""
+            raise DistilTuneError(f"column '{col}' is missing from the {split} data (columns: {', '.join(ds.column_names)})",
+                                  f"{hint}set text_column / text_pair_column / label_column to existing columns")
+
+
+def _label_space(train: Dataset, cfg) -> tuple[str, list[str] | None]:
+    feat = train.features[cfg.label_column]
+    if cfg.task_type != "auto":
+        task = cfg.task_type
+    elif isinstance(feat, ClassLabel):
+        task = "classification"
+    elif isinstance(feat, Value) and feat.dtype.startswith("float"):
+        task = "regression"
+    else:
+        task = "classification"
+    if task == "regression":
+        return task, None
+    if isinstance(feat, ClassLabel):
+        return task, list(feat.names)
+    values = [v for v in train[cfg.label_column] if v is not None]
+    return task, [str(v) for v in sorted(set(values), key=lambda v: (isinstance(v, str), v))]
+
+
+def _encode_labels(ds: Dataset, cfg, task: str, names: list[str] | None, split: str) -> Dataset:
+    col = cfg.label_column
+    if task == "regression":
+        try:
+            vals = np.asarray(ds[col], dtype=np.float32)
+        except (TypeError, ValueError):
+            raise DistilTuneError(f"labels in the {split} data are not numbers but task_type is regression",
+                                  "set task_type: classification or fix the label column") from None
+        return ds.remove_columns([col]).add_column("labels", vals.tolist())
+    feat = ds.features[col]
+    if isinstance(feat, ClassLabel) and list(feat.names) == names:
+        ids = ds[col]
+    else:
+        raw = ds[col]
+        if isinstance(feat, ClassLabel):
+            raw = [feat.names[i] for i in raw]
+        index = {n: i for i, n in enumerate(names)}
+        ids, bad = [], set()
+        for v in raw:
+            i = index.get(str(v))
+            if i is None:
+                bad.add(str(v))
+            ids.append(i)
+        if bad:
+            raise DistilTuneError(
+                f"{split} data has labels {sorted(bad)[:5]} that are not in the label set {names}",
+                "make every split use the training labels, or fix label_column")
+    return ds.remove_columns([col]).add_column("labels", [int(i) for i in ids])
+
+
+def _take(ds: Dataset, n: int | None, seed: int) -> Dataset:
+    if n is None or len(ds) <= n:
+        return ds
+    return ds.shuffle(seed=seed).select(range(n))
+
+
+def _split_size(size: float, n: int) -> int:
+    return int(round(size * n)) if size < 1 else int(size)
+
+
+def load_task_data(cfg) -> TaskData:
+    """Read, check and split the data described by ``cfg``; raises DistilTuneError on bad input."""
+    dd, unlabeled = _load_sources(cfg)
+    text_cols = [cfg.text_column] + ([cfg.text_pair_column] if cfg.text_pair_column else [])
+    for split, ds in dd.items():
+        if len(ds) == 0:
+            raise DistilTuneError(f"the {split} split is empty", f"give a {split} file with at least one row")
+        _check_columns(ds, text_cols + [cfg.label_column], split)
+    task, names = _label_space(dd["train"], cfg)
+    if names is not None and len(names) < 2:
+        raise DistilTuneError(f"the training labels hold a single class {names}", "give data with at least two classes")
+    seed = cfg.data_seed if getattr(cfg, "data_seed", None) is not None else cfg.seed
+    train = dd["train"]
+    # Seeded splits when the data does not bring its own (test first, so it never depends on validation_size).
+    if "test" not in dd:
+        n = _split_size(cfg.test_size, len(train))
+        if n < 1 or n >= len(train):
+            raise DistilTuneError(f"test_size={cfg.test_size} leaves no test or no training rows", "give test_file or a smaller test_size")
+        parts = train.train_test_split(test_size=n, seed=seed)
+        train, dd["test"] = parts["train"], parts["test"]
+    if "validation" not in dd:
+        n = _split_size(cfg.validation_size, len(train))
+        if n < 1 or n >= len(train):
+            raise DistilTuneError(f"validation_size={cfg.validation_size} leaves no validation or no training rows",
+                                  "give validation_file or a smaller validation_size")
+        parts = train.train_test_split(test_size=n, seed=seed)
+        train, dd["validation"] = parts["train"], parts["test"]
+    keep = text_cols + [cfg.label_column]
+    enc = {}
+    for split, ds in (("train", train), ("validation", dd["validation"]), ("test", dd["test"])):
+        ds = ds.select_columns(keep)
+        ds = ds.filter(lambda r: all(isinstance(r[c], str) and r[c].strip() for c in text_cols))
+        if len(ds) == 0:
+            raise DistilTuneError(f"the {split} split has no rows with text in {text_cols}", "check text_column")
+        enc[split] = _encode_labels(ds, cfg, task, names, split)
+    train = enc["train"]
+    extra = None
+    if cfg.num_labeled is not None and cfg.num_labeled < len(train):
+        shuffled = train.shuffle(seed=seed)
+        train = shuffled.select(range(cfg.num_labeled))
+        extra = shuffled.select(range(cfg.num_labeled, len(shuffled))).select_columns(text_cols)
+    if unlabeled is not None:
+        _check_columns(unlabeled, text_cols, "unlabeled")
+        unl = unlabeled.select_columns(text_cols).filter(lambda r: all(isinstance(r[c], str) and r[c].strip() for c in text_cols))
+        if len(unl) == 0:
+            raise DistilTuneError(f"unlabeled_file {cfg.unlabeled_file} has no rows with text", "give a file with text rows or drop it")
+        extra = unl if extra is None else concatenate_datasets([extra, unl])
+    if extra is not None:
+        extra = _take(extra, cfg.max_unlabeled, seed)
+        fill = float("nan") if task == "regression" else IGNORE_INDEX
+        extra = extra.add_column("labels", [fill] * len(extra))
+        extra = extra.cast(train.features)
+    metric = cfg.metric if cfg.metric != "auto" else ("pearson" if task == "regression" else "accuracy")
+    if task == "regression" and metric in ("accuracy", "f1", "matthews"):
+        raise DistilTuneError(f"metric '{metric}' needs class labels but the task is regression", "use pearson or spearman")
+    if task == "classification" and metric in ("pearson", "spearman"):
+        raise DistilTuneError(f"metric '{metric}' is for regression but the labels are classes", "use accuracy, f1 or matthews")
+    return TaskData(train=train, unlabeled=extra,
+                    validation=_take(enc["validation"], cfg.max_validation_samples, seed),
+                    test=_take(enc["test"], cfg.max_test_samples, seed),
+                    label_names=names, task_type=task, metric=metric, text_columns=tuple(text_cols))
+
+
+def tokenize(ds: Dataset, tokenizer, text_columns: tuple[str, ...], max_length: int, prefix: str = "") -> Dataset:
+    """Add ``{prefix}input_ids`` etc. and ``{prefix}length``; no padding (the collator pads per batch)."""
+
+    def enc(batch):
+        args = [batch[c] for c in text_columns]
+        out = tokenizer(*args, truncation=True, max_length=max_length)
+        res = {f"{prefix}{k}": v for k, v in out.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+        res[f"{prefix}length"] = [len(x) for x in out["input_ids"]]
+        return res
+
+    return ds.map(enc, batched=True, desc=f"tokenising{' for ' + prefix.rstrip('_') if prefix else ''}")
+
+
+class DistillCollator:
+    """Pads student inputs with the student tokenizer and ``teacher_*`` inputs with the teacher's."""
+
+    MODEL_KEYS = ("input_ids", "attention_mask", "token_type_ids")
+
+    def __init__(self, tokenizer, teacher_tokenizer=None, regression: bool = False):
+        self.tokenizer, self.teacher_tokenizer, self.regression = tokenizer, teacher_tokenizer, regression
+
+    def __call__(self, features: list[dict]) -> dict:
+        import torch
+
+        batch = self._pad(features, "", self.tokenizer)
+        if self.teacher_tokenizer is not None and "teacher_input_ids" in features[0]:
+            batch.update({f"teacher_{k}": v for k, v in self._pad(features, "teacher_", self.teacher_tokenizer).items()})
+        if "labels" in features[0]:
+            dtype = torch.float32 if self.regression else torch.long
+            batch["labels"] = torch.tensor([f["labels"] for f in features], dtype=dtype)
+        if "teacher_logits" in features[0]:
+            batch["teacher_logits"] = torch.tensor(np.asarray([f["teacher_logits"] for f in features]), dtype=torch.float32)
+        return batch
+
+    def _pad(self, features, prefix, tokenizer):
+        rows = [{k: f[prefix + k] for k in self.MODEL_KEYS if prefix + k in f} for f in features]
+        return dict(tokenizer.pad(rows, return_tensors="pt"))

@@ -1,0 +1,101 @@
+"""Task metrics (scikit-learn/scipy), batched inference in length-sorted order, and CPU speed."""
+from __future__ import annotations
+
+import contextlib
+import time
+
+import numpy as np
+import torch
+from datasets import Dataset
+from tqdm.auto import tqdm
+
+MODEL_KEYS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def task_metrics(logits: np.ndarray, labels: np.ndarray, task_type: str) -> dict[str, float]:
+    from scipy.stats import pearsonr, spearmanr
+    from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
+
+    if task_type == "regression":
+        pred = logits.reshape(-1)
+        return {"pearson": float(pearsonr(pred, labels)[0]), "spearman": float(spearmanr(pred, labels)[0]),
+                "mse": float(np.mean((pred - labels) ** 2))}
+    pred = logits.argmax(-1)
+    return {"accuracy": float(accuracy_score(labels, pred)), "f1": float(f1_score(labels, pred, average="macro")),
+            "matthews": float(matthews_corrcoef(labels, pred))}
+
+
+def _autocast(enabled: bool, device):
+    if not enabled:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+@torch.inference_mode()
+def predict_logits(model, collator, ds: Dataset, batch_size: int = 64, bf16: bool = False,
+                   desc: str = "predicting", prefix: str = "") -> np.ndarray:
+    """Logits for every row of a tokenised ``ds`` (columns ``{prefix}input_ids`` ...), in row order.
+
+    Rows are run longest-first in batches of similar length, which wastes little on padding.
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    lengths = np.asarray(ds[f"{prefix}length"])
+    order = np.argsort(-lengths, kind="stable")
+    keys = [k for k in MODEL_KEYS if f"{prefix}{k}" in ds.column_names]
+    cols = {k: ds[f"{prefix}{k}"] for k in keys}
+    out = None
+    for start in tqdm(range(0, len(order), batch_size), desc=desc, leave=False):
+        idx = order[start:start + batch_size]
+        rows = [{k: cols[k][i] for k in keys} for i in idx]
+        batch = {k: v.to(device) for k, v in collator.tokenizer_pad(rows, prefix).items()}
+        with _autocast(bf16, device):
+            logits = model(**batch).logits.float().cpu().numpy()
+        if out is None:
+            out = np.zeros((len(ds), logits.shape[-1]), dtype=np.float32)
+        out[idx] = logits
+    return out
+
+
+class Padder:
+    """Pads token rows with the right tokenizer for the prefix ('' = student, 'teacher_' = teacher)."""
+
+    def __init__(self, tokenizer, teacher_tokenizer=None):
+        self.tokenizers = {"": tokenizer, "teacher_": teacher_tokenizer or tokenizer}
+
+    def tokenizer_pad(self, rows, prefix=""):
+        return dict(self.tokenizers[prefix].pad(rows, return_tensors="pt"))
+
+
+@torch.inference_mode()
+def measure_speed(model, tokenizer, ds: Dataset, latency_samples: int = 100, batch_size: int = 32,
+                  throughput_batches: int = 4) -> dict[str, float]:
+    """fp32 CPU latency at batch 1 (p50/p95 over ``latency_samples`` real rows, after warm-up)
+    and throughput at ``batch_size`` (samples/s over ``throughput_batches`` batches)."""
+    model.eval()
+    device = next(model.parameters()).device
+    keys = [k for k in MODEL_KEYS if k in ds.column_names]
+    n = min(len(ds), max(latency_samples, batch_size * throughput_batches))
+    rows = [{k: ds[i][k] for k in keys} for i in range(n)]
+
+    def run(chunk):
+        batch = {k: v.to(device) for k, v in tokenizer.pad(chunk, return_tensors="pt").items()}
+        model(**batch)
+
+    for r in rows[:5]:  # warm-up: first calls allocate and pick kernels
+        run([r])
+    times = []
+    for r in rows[:latency_samples]:
+        t0 = time.perf_counter()
+        run([r])
+        times.append((time.perf_counter() - t0) * 1000)
+    run(rows[:batch_size])
+    t0 = time.perf_counter()
+    done = 0
+    for b in range(throughput_batches):
+        chunk = rows[b * batch_size:(b + 1) * batch_size] or rows[:batch_size]
+        run(chunk)
+        done += len(chunk)
+    elapsed = time.perf_counter() - t0
+    return {"latency_ms_p50": float(np.percentile(times, 50)), "latency_ms_p95": float(np.percentile(times, 95)),
+            "throughput_sps": float(done / elapsed), "threads": torch.get_num_threads()}

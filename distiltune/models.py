@@ -1,0 +1,182 @@
+"""Loading teachers/students, building a student from the teacher's layers, freezing layers."""
+from __future__ import annotations
+
+import copy
+import os
+import re
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+from .errors import DistilTuneError
+
+# Where each supported encoder keeps its layer stack and how its config counts layers.
+ENCODER_LAYOUTS = {
+    "bert": ("encoder.layer", "num_hidden_layers"),
+    "roberta": ("encoder.layer", "num_hidden_layers"),
+    "xlm-roberta": ("encoder.layer", "num_hidden_layers"),
+    "mpnet": ("encoder.layer", "num_hidden_layers"),
+    "electra": ("encoder.layer", "num_hidden_layers"),
+    "distilbert": ("transformer.layer", "n_layers"),
+}
+DEMO_MODELS = {"demo:all-mpnet-base-v2": "demo_teacher_path", "demo:all-MiniLM-L6-v2": "demo_student_path"}
+
+
+def resolve_path(name: str) -> str:
+    if name in DEMO_MODELS:
+        from . import assets
+
+        return getattr(assets, DEMO_MODELS[name])()
+    if name.startswith("demo:"):
+        raise DistilTuneError(f"unknown demo model '{name}'", f"use one of {', '.join(DEMO_MODELS)}")
+    return name
+
+
+def load_tokenizer(name: str):
+    try:
+        return AutoTokenizer.from_pretrained(resolve_path(name))
+    except (OSError, ValueError) as e:
+        raise DistilTuneError(f"could not load a tokenizer from '{name}': {str(e).splitlines()[0][:160]}",
+                              "give a model folder that holds tokenizer files, or a hub name (needs internet)") from None
+
+
+def label_maps(label_names: list[str] | None) -> dict:
+    if label_names is None:
+        return {"num_labels": 1, "problem_type": "regression"}
+    return {"num_labels": len(label_names),
+            "id2label": {i: n for i, n in enumerate(label_names)},
+            "label2id": {n: i for i, n in enumerate(label_names)}}
+
+
+def _generic(names) -> bool:
+    return all(re.fullmatch(r"LABEL_\d+", str(n)) for n in names)
+
+
+def load_classifier(name: str, label_names: list[str] | None, role: str):
+    """Load ``name`` as a sequence classifier for our label set.
+
+    Returns ``(model, head_trained)``; ``head_trained`` is False when the classification head
+    was freshly initialised (missing from the checkpoint), so the model does not know the task yet.
+    """
+    path = resolve_path(name)
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as e:
+        raise DistilTuneError(f"could not load the {role} '{name}': {str(e).splitlines()[0][:160]}",
+                              f"point '{role}' to a model folder (config.json + weights) or a hub name") from None
+    want = label_maps(label_names)
+    has_head = bool(getattr(config, "architectures", None)) and any(
+        a.endswith("ForSequenceClassification") for a in config.architectures)
+    if has_head:
+        ckpt_names = [config.id2label[i] for i in sorted(config.id2label)] if config.id2label else []
+        if len(ckpt_names) != want["num_labels"]:
+            raise DistilTuneError(
+                f"the {role} '{name}' predicts {len(ckpt_names)} labels but the data has {want['num_labels']}",
+                f"use a {role} trained on this label set, or its base model so a new head is trained")
+        if label_names is not None and not _generic(ckpt_names) and ckpt_names != list(label_names):
+            raise DistilTuneError(
+                f"the {role}'s labels {ckpt_names} differ from the data's labels {list(label_names)}",
+                "map the data labels to the model's names and order, or fine-tune a fresh head")
+    try:
+        model, info = AutoModelForSequenceClassification.from_pretrained(
+            path, **want, ignore_mismatched_sizes=False, output_loading_info=True)
+    except (OSError, ValueError, RuntimeError) as e:
+        raise DistilTuneError(f"could not load the {role} '{name}' as a classifier: {str(e).splitlines()[0][:160]}",
+                              "use an encoder model (BERT, RoBERTa, MPNet, DistilBERT, ...) or a folder saved by distiltune") from None
+    missing = [k for k in info.get("missing_keys", []) if "classifier" in k or "score" in k or "pooler" in k]
+    head_trained = has_head and not any("classifier" in k or "score" in k for k in missing)
+    return model, head_trained
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _layer_prefix(model) -> tuple[str, str]:
+    mtype = model.config.model_type
+    if mtype not in ENCODER_LAYOUTS:
+        raise DistilTuneError(f"building a student from a '{mtype}' teacher is not supported",
+                              f"use one of {', '.join(sorted(ENCODER_LAYOUTS))}, or name a pretrained student")
+    stack, attr = ENCODER_LAYOUTS[mtype]
+    return f"{model.base_model_prefix}.{stack}", attr
+
+
+def default_student_layers(n: int) -> list[int]:
+    """Every other layer, as DistilBERT: 12 -> [0, 2, 4, 6, 8, 10]."""
+    return list(range(0, n, 2))
+
+
+def build_student(teacher: nn.Module, layers: list[int] | None = None) -> nn.Module:
+    """A student with the teacher's embeddings, head and the chosen ``layers`` (teacher indices, in order)."""
+    prefix, attr = _layer_prefix(teacher)
+    n = getattr(teacher.config, attr)
+    layers = default_student_layers(n) if layers is None else list(layers)
+    bad = [i for i in layers if not 0 <= i < n]
+    if bad:
+        raise DistilTuneError(f"student_layers {bad} are out of range for a teacher with {n} layers",
+                              f"use indices between 0 and {n - 1}")
+    if len(set(layers)) != len(layers):
+        raise DistilTuneError(f"student_layers {layers} repeats a layer", "list each teacher layer at most once")
+    config = copy.deepcopy(teacher.config)
+    setattr(config, attr, len(layers))
+    student = type(teacher)(config)
+    pat = re.compile(rf"^{re.escape(prefix)}\.(\d+)\.(.*)$")
+    remap = {old: new for new, old in enumerate(layers)}
+    state = {}
+    for key, value in teacher.state_dict().items():
+        m = pat.match(key)
+        if m is None:
+            state[key] = value
+        elif int(m.group(1)) in remap:
+            state[f"{prefix}.{remap[int(m.group(1))]}.{m.group(2)}"] = value
+    missing, unexpected = student.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise RuntimeError(f"student build left weights unset: missing={missing[:3]} unexpected={unexpected[:3]}")
+    student.config.distiltune_teacher_layers = layers
+    return student
+
+
+def freeze(model: nn.Module, embeddings: bool, first_layers: int) -> int:
+    """Freeze embeddings and/or the first N encoder layers; returns the number of frozen parameters."""
+    if not embeddings and first_layers == 0:
+        return 0
+    base = model.base_model
+    frozen = []
+    if embeddings:
+        frozen.append(base.embeddings)
+    if first_layers:
+        prefix, attr = _layer_prefix(model)
+        n = getattr(model.config, attr)
+        if first_layers > n:
+            raise DistilTuneError(f"freeze_layers={first_layers} but the model has only {n} layers",
+                                  f"use freeze_layers between 0 and {n}")
+        stack = model.get_submodule(prefix)
+        frozen.extend(stack[i] for i in range(first_layers))
+    count = 0
+    for module in frozen:
+        for p in module.parameters():
+            p.requires_grad_(False)
+            count += p.numel()
+    return count
+
+
+def save_model(model, tokenizer, path: str, card: str | None = None) -> None:
+    """Write a standard HF model folder atomically (temp folder + rename)."""
+    import shutil
+
+    tmp = path.rstrip("/") + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    if card:
+        with open(os.path.join(tmp, "README.md"), "w") as f:
+            f.write(card)
+    if os.path.isdir(path):
+        shutil.rmtree(path)
+    os.replace(tmp, path)
+
+
+def model_size_mb(path: str) -> float:
+    files = [f for f in os.listdir(path) if f.endswith(".safetensors")]
+    return sum(os.path.getsize(os.path.join(path, f)) for f in files) / 1e6

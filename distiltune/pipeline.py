@@ -1,0 +1,271 @@
+"""The pipeline: (fine-tune teacher) -> teacher labels the data -> distil -> (fine-tune student)
+-> baseline student -> evaluate all -> report. Each training stage is one DistillationTrainer run."""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+import shutil
+import time
+
+import numpy as np
+import torch
+from datasets import concatenate_datasets
+from transformers import set_seed
+from transformers.trainer_utils import get_last_checkpoint
+
+from . import models as M
+from .config import DistillConfig
+from .config_io import save_config, to_yaml_dict
+from .data import DistillCollator, TaskData, load_task_data, tokenize
+from .errors import DistilTuneError
+from .evaluate import Padder, measure_speed, predict_logits, task_metrics
+from .report import model_card, write_report
+from .stages import StageBook, fingerprint, prepare_output_dir
+from .trainer import DistillationTrainer, distill_objective, finetune_objective
+
+# Config keys that do not change what a stage produces (ignored in stage fingerprints).
+_NOT_IN_FINGERPRINT = {"output_dir", "logging_steps", "report_to", "latency_samples", "throughput_batch_size",
+                       "baseline", "disable_tqdm", "logging_strategy", "logging_first_step", "save_strategy",
+                       "save_total_limit", "save_steps", "run_name", "project", "trackio_space_id",
+                       "dataloader_num_workers", "log_level"}
+
+
+class Pipeline:
+    def __init__(self, cfg: DistillConfig, overwrite: bool = False, resume: bool = False):
+        self.cfg, self.resume = cfg, resume
+        self.out = cfg.output_dir
+        prepare_output_dir(self.out, overwrite, resume)
+        self.book = StageBook(self.out, reuse=resume)
+        self.timings: dict[str, float] = {}
+
+    # ------------------------------------------------------------------ helpers
+    def _fp(self, *extra) -> str:
+        d = {k: v for k, v in to_yaml_dict(self.cfg).items() if k not in _NOT_IN_FINGERPRINT}
+        return fingerprint(d, *extra)
+
+    def _args(self, stage: str, **changes) -> DistillConfig:
+        os.environ["TENSORBOARD_LOGGING_DIR"] = os.path.join(self.out, "tensorboard", stage)
+        return dataclasses.replace(self.cfg, output_dir=os.path.join(self.out, "checkpoints", stage),
+                                   remove_unused_columns=False, **changes)
+
+    def _train(self, stage: str, model, tokenizer, train_ds, objective, epochs: float, lr: float,
+               teacher=None, teacher_tokenizer=None, temperature=None):
+        args = self._args(stage, num_train_epochs=epochs, learning_rate=lr)
+        collator = DistillCollator(tokenizer, teacher_tokenizer, regression=self.data.task_type == "regression")
+        trainer = DistillationTrainer(model=model, args=args, train_dataset=train_ds, data_collator=collator,
+                                      processing_class=tokenizer, teacher=teacher, objective=objective,
+                                      temperature=temperature)
+        last = get_last_checkpoint(args.output_dir) if self.resume and os.path.isdir(args.output_dir) else None
+        t0 = time.perf_counter()
+        trainer.train(resume_from_checkpoint=last)
+        self.timings[stage] = time.perf_counter() - t0
+        self.log_history = getattr(self, "log_history", {})
+        self.log_history[stage] = trainer.state.log_history
+        return trainer.model
+
+    def _save(self, model, tokenizer, name: str, how: str, stages: tuple[str, ...] = ()) -> str:
+        """Write the final model folder, then drop the finished stages' resume checkpoints (GBs for a teacher)."""
+        path = os.path.join(self.out, name)
+        M.save_model(model, tokenizer, path, model_card(name, how, self.cfg, self.data))
+        for stage in stages or (name,):
+            shutil.rmtree(os.path.join(self.out, "checkpoints", stage), ignore_errors=True)
+        return path
+
+    def _tok(self, ds, tokenizer, prefix=""):
+        return tokenize(ds, tokenizer, self.data.text_columns, self.cfg.max_length, prefix)
+
+    # ------------------------------------------------------------------ stages
+    def check_inputs(self):
+        cfg = self.cfg
+        if cfg.strategy in ("distill", "distill_finetune") and not cfg.teacher:
+            raise DistilTuneError(f"strategy '{cfg.strategy}' needs a teacher", "set teacher: <model folder or hub name>")
+        if not cfg.student:
+            raise DistilTuneError("no student given", "set student: <model folder or hub name>, or student: from_teacher")
+        if cfg.student == "from_teacher" and not cfg.teacher:
+            raise DistilTuneError("student: from_teacher needs a teacher", "set teacher, or name a pretrained student")
+
+    def teacher_stage(self):
+        """Returns (teacher model or None, tokenizer, path used for evaluation)."""
+        cfg = self.cfg
+        if not cfg.teacher:
+            return None, None, None
+        tok = M.load_tokenizer(cfg.teacher)
+        model, trained = M.load_classifier(cfg.teacher, self.data.label_names, "teacher")
+        if cfg.finetune_teacher == "no" and not trained and cfg.strategy != "finetune":
+            raise DistilTuneError(
+                f"the teacher '{cfg.teacher}' has an untrained classifier head (freshly initialised), so its soft labels are noise",
+                "set finetune_teacher: auto to fine-tune it first, or point teacher to a fine-tuned checkpoint")
+        if cfg.finetune_teacher == "no" or (cfg.finetune_teacher == "auto" and trained):
+            self.teacher_how = f"given ({cfg.teacher}), not fine-tuned here"
+            return model, tok, M.resolve_path(cfg.teacher)
+        path = os.path.join(self.out, "teacher")
+        keys = ("teacher", "teacher_num_train_epochs", "teacher_learning_rate", "per_device_train_batch_size",
+                "seed", "max_length", "freeze_embeddings", "freeze_layers", "mixed_precision", "weight_decay",
+                "gradient_accumulation_steps", "warmup_steps")
+        fp = fingerprint({k: getattr(cfg, k) for k in keys}, self.data.fingerprint())
+        self.teacher_how = f"{cfg.teacher} fine-tuned on {len(self.data.train)} labelled rows, {cfg.teacher_num_train_epochs:g} epochs"
+        if self.book.done("teacher", fp, path):
+            print(f"[distiltune] reusing the fine-tuned teacher in {path} (inputs unchanged)")
+            model, _ = M.load_classifier(path, self.data.label_names, "teacher")
+            self.timings["teacher"] = self.book.info("teacher").get("seconds", 0.0)
+            return model, tok, path
+        print(f"[distiltune] fine-tuning the teacher on {len(self.data.train)} labelled rows")
+        set_seed(cfg.seed)
+        M.freeze(model, cfg.freeze_embeddings, cfg.freeze_layers)
+        model = self._train("teacher", model, tok, self._tok(self.data.train, tok), finetune_objective(),
+                            cfg.teacher_num_train_epochs, cfg.teacher_learning_rate)
+        model.requires_grad_(True)
+        self._save(model, tok, "teacher", self.teacher_how)
+        self.book.mark("teacher", fp, seconds=self.timings["teacher"])
+        return model, tok, path
+
+    def student_init(self, teacher):
+        cfg = self.cfg
+        set_seed(cfg.seed)  # same head init for the distilled and the baseline student
+        if cfg.student == "from_teacher":
+            student = M.build_student(teacher, cfg.student_layers)
+            tok = self.teacher_tok
+            how = f"layers {student.config.distiltune_teacher_layers} of the teacher"
+        else:
+            name = cfg.student
+            student, _ = M.load_classifier(name, self.data.label_names, "student")
+            tok = M.load_tokenizer(name)
+            how = f"pretrained {name}"
+        return student, tok, how
+
+    def distill_train_set(self, teacher, s_tok):
+        """Labelled + unlabeled rows, tokenised for the student, with teacher logits attached once."""
+        cfg, data = self.cfg, self.data
+        rows = data.train if data.unlabeled is None else concatenate_datasets([data.train, data.unlabeled])
+        ds = self._tok(rows, s_tok)
+        same_tok = s_tok.get_vocab() == self.teacher_tok.get_vocab() and type(s_tok) is type(self.teacher_tok)
+        if not cfg.teacher_cache:
+            return ds if same_tok else self._tok(ds, self.teacher_tok, prefix="teacher_")
+        cache = os.path.join(self.out, "cache", "teacher_logits.npy")
+        fp = fingerprint(self.teacher_fp, data.fingerprint(), cfg.max_length)
+        if self.book.done("teacher_logits", fp, cache):
+            logits = np.load(cache)
+        else:
+            t0 = time.perf_counter()
+            t_ds = self._tok(rows, self.teacher_tok, prefix="teacher_")
+            print(f"[distiltune] teacher labels {len(rows)} rows (once; reused every epoch)")
+            logits = predict_logits(teacher, Padder(s_tok, self.teacher_tok), t_ds, batch_size=64,
+                                    bf16=cfg.bf16, desc="teacher logits", prefix="teacher_")
+            os.makedirs(os.path.dirname(cache), exist_ok=True)
+            np.save(cache + ".tmp.npy", logits)
+            os.replace(cache + ".tmp.npy", cache)
+            self.timings["teacher_logits"] = time.perf_counter() - t0
+            self.book.mark("teacher_logits", fp, seconds=self.timings["teacher_logits"])
+        return ds.add_column("teacher_logits", logits.tolist())
+
+    def evaluate_model(self, name, model, tok, path) -> dict:
+        test = self._tok(self.data.test, tok)
+        logits = predict_logits(model, Padder(tok), test, bf16=self.cfg.bf16, desc=f"evaluating {name}")
+        labels = np.asarray(test["labels"])
+        metrics = task_metrics(logits, labels, self.data.task_type)
+        model_cpu = copy.deepcopy(model).float().to("cpu")
+        speed = measure_speed(model_cpu, tok, test, self.cfg.latency_samples, self.cfg.throughput_batch_size)
+        del model_cpu
+        return {"metric": metrics[self.data.metric], **metrics, "params": M.count_params(model),
+                "size_mb": round(M.model_size_mb(path), 2) if path and os.path.isdir(path) else None,
+                **speed, "path": path, "predictions": logits.argmax(-1).tolist() if logits.shape[-1] > 1 else None}
+
+    # ------------------------------------------------------------------ run
+    def run(self) -> dict:
+        cfg = self.cfg
+        t_start = time.perf_counter()
+        self.check_inputs()
+        set_seed(cfg.seed)
+        self.data = data = load_task_data(cfg)
+        print(f"[distiltune] data: {len(data.train)} labelled, {0 if data.unlabeled is None else len(data.unlabeled)} "
+              f"unlabeled, {len(data.validation)} validation, {len(data.test)} test rows; labels {data.label_names}")
+        save_config(cfg, os.path.join(self.out, "config.yaml"))
+        teacher, self.teacher_tok, teacher_path = self.teacher_stage()
+        self.teacher_fp = fingerprint(teacher_path, self.book.info("teacher").get("fingerprint"))
+        student0, s_tok, init_how = self.student_init(teacher)
+        self._check_heads(teacher, student0)
+        baseline_init = copy.deepcopy(student0) if cfg.baseline and cfg.strategy != "finetune" else None
+
+        fp = self._fp(self.teacher_fp, data.fingerprint())
+        student_path = os.path.join(self.out, "student")
+        if self.book.done("student", fp, student_path):
+            print(f"[distiltune] reusing the student in {student_path} (inputs unchanged)")
+            student, _ = M.load_classifier(student_path, data.label_names, "student")
+        elif cfg.strategy == "finetune":
+            M.freeze(student0, cfg.freeze_embeddings, cfg.freeze_layers)
+            student = self._train("student", student0, s_tok, self._tok(data.train, s_tok), finetune_objective(),
+                                  cfg.num_train_epochs, cfg.learning_rate)
+            self._save(student, s_tok, "student", f"{init_how}, fine-tuned on {len(data.train)} labelled rows")
+        else:
+            train_set = self.distill_train_set(teacher, s_tok)
+            student = self._train("distill", student0, s_tok, train_set, distill_objective(cfg.distill_weight_sched),
+                                  cfg.num_train_epochs, cfg.learning_rate, teacher=teacher,
+                                  teacher_tokenizer=self.teacher_tok, temperature=cfg.temperature_sched)
+            how = (f"{init_how}, distilled from the teacher on {len(train_set)} rows ({len(data.train)} labelled), "
+                   f"T {cfg.temperature_sched}, distill_weight {cfg.distill_weight_sched}")
+            if cfg.strategy == "distill_finetune" and cfg.final_finetune_epochs > 0:
+                student = self._train("student_finetune", student, s_tok, self._tok(data.train, s_tok),
+                                      finetune_objective(), cfg.final_finetune_epochs, cfg.learning_rate)
+                how += f"; then {cfg.final_finetune_epochs:g} hard-label epochs"
+            self._save(student, s_tok, "student", how, stages=("distill", "student_finetune"))
+        self.book.mark("student", fp, seconds=sum(self.timings.get(k, 0) for k in ("distill", "student_finetune", "student")))
+
+        baseline_path = os.path.join(self.out, "baseline_student")
+        baseline = None
+        if baseline_init is not None:
+            bfp = self._fp(data.fingerprint(), "baseline")
+            if self.book.done("baseline_student", bfp, baseline_path):
+                baseline, _ = M.load_classifier(baseline_path, data.label_names, "baseline student")
+            else:
+                epochs = cfg.num_train_epochs + (cfg.final_finetune_epochs if cfg.strategy == "distill_finetune" else 0)
+                baseline = self._train("baseline_student", baseline_init, s_tok, self._tok(data.train, s_tok),
+                                       finetune_objective(), epochs, cfg.learning_rate)
+                self._save(baseline, s_tok, "baseline_student",
+                           f"{init_how}, fine-tuned on the {len(data.train)} labelled rows alone for {epochs:g} epochs "
+                           "(same init and budget as the student, no teacher): the no-distillation baseline")
+                self.book.mark("baseline_student", bfp, seconds=self.timings["baseline_student"])
+
+        results = {}
+        for name, model, tok, path in (("teacher", teacher, self.teacher_tok, teacher_path),
+                                       ("student", student, s_tok, student_path),
+                                       ("baseline_student", baseline, s_tok, baseline_path)):
+            if model is not None:
+                print(f"[distiltune] evaluating {name} on {len(data.test)} test rows")
+                results[name] = self.evaluate_model(name, model, tok, path)
+        self.timings["total"] = time.perf_counter() - t_start
+        return write_report(self.out, cfg, data, results, self.timings, getattr(self, "log_history", {}))
+
+    def _check_heads(self, teacher, student):
+        if teacher is None or student is None:
+            return
+        t, s = teacher.config, student.config
+        if t.num_labels != s.num_labels:
+            raise DistilTuneError(f"teacher has {t.num_labels} labels but student has {s.num_labels}",
+                                  "give both models the same label set (the data's)")
+        if [t.id2label[i] for i in sorted(t.id2label)] != [s.id2label[i] for i in sorted(s.id2label)]:
+            raise DistilTuneError(f"teacher labels {list(t.id2label.values())} differ from student labels {list(s.id2label.values())}",
+                                  "give both models the same label names in the same order")
+
+
+def run_pipeline(cfg: DistillConfig, overwrite: bool = False, resume: bool = False) -> dict:
+    """Run the configured pipeline; returns the report dict (also written to ``output_dir``)."""
+    return Pipeline(cfg, overwrite=overwrite, resume=resume).run()
+
+
+def evaluate_models(cfg: DistillConfig, model_dirs: list[str], overwrite: bool = False, resume: bool = False) -> dict:
+    """``distiltune evaluate``: the config's teacher (if any) and each model folder on the test split."""
+    p = Pipeline(cfg, overwrite=overwrite, resume=resume)
+    p.data = load_task_data(cfg)
+    results, names = {}, []
+    todo = ([("teacher", cfg.teacher)] if cfg.teacher else []) + [
+        ("student" if i == 0 else f"model_{i}", d) for i, d in enumerate(model_dirs)]
+    for name, path in todo:
+        model, trained = M.load_classifier(path, p.data.label_names, name)
+        if not trained:
+            raise DistilTuneError(f"'{path}' has an untrained classifier head; its predictions would be noise",
+                                  "evaluate a fine-tuned model folder (e.g. <output_dir>/student)")
+        tok = M.load_tokenizer(path)
+        results[name] = p.evaluate_model(name, model, tok, M.resolve_path(path))
+    save_config(cfg, os.path.join(p.out, "config.yaml"))
+    return write_report(p.out, cfg, p.data, results, {}, {})

@@ -1,0 +1,103 @@
+"""report.json (read by other tools), report.md (read by people) and model cards."""
+from __future__ import annotations
+
+import json
+import os
+
+import torch
+
+KEYS = ("metric", "params", "size_mb", "latency_ms_p50", "latency_ms_p95", "throughput_sps")
+
+
+def model_card(name: str, how: str, cfg, data) -> str:
+    labels = ", ".join(data.label_names) if data.label_names else "regression"
+    return (f"---\nlibrary_name: transformers\npipeline_tag: text-classification\ntags: [distiltune]\n---\n"
+            f"# {name}\n\nMade by distiltune (strategy `{cfg.strategy}`).\n\n"
+            f"- How: {how}.\n- Task: {data.task_type} ({labels}); main metric {data.metric}.\n"
+            f"- Text columns: {', '.join(data.text_columns)}; max length {cfg.max_length} tokens.\n"
+            f"- Seed {cfg.seed}. The full configuration is `config.yaml` in the run folder.\n\n"
+            "```python\nfrom transformers import pipeline\nclf = pipeline('text-classification', model='<this folder>')\n```\n")
+
+
+def _ratio(a, b):
+    return float(a / b) if a and b else None
+
+
+def build_report(cfg, data, results: dict, timings: dict, history: dict) -> dict:
+    models = {name: {k: r.get(k) for k in KEYS} | {
+        "metrics": {k: r[k] for k in ("accuracy", "f1", "matthews", "pearson", "spearman", "mse") if k in r},
+        "path": r.get("path")} for name, r in results.items()}
+    t, s, b = results.get("teacher"), results.get("student"), results.get("baseline_student")
+    report = {
+        "task": data.task_type + (f" ({len(data.label_names)} classes)" if data.label_names else ""),
+        "metric": data.metric, "strategy": cfg.strategy, "models": models,
+        "retention": _ratio(s and s["metric"], t and t["metric"]),
+        "speedup": _ratio(t and t["latency_ms_p50"], s and s["latency_ms_p50"]),
+        "throughput_ratio": _ratio(s and s["throughput_sps"], t and t["throughput_sps"]),
+        "compression": _ratio(t and t["params"], s and s["params"]),
+        "param_fraction": _ratio(s and s["params"], t and t["params"]),
+        "gain_over_baseline": (s["metric"] - b["metric"]) if s and b else None,
+        "data": {"labelled": len(data.train), "unlabeled": 0 if data.unlabeled is None else len(data.unlabeled),
+                 "validation": len(data.validation), "test": len(data.test)},
+        "schedules": {"temperature": str(cfg.temperature_sched), "distill_weight": str(cfg.distill_weight_sched)},
+        "measurement": {"latency": "fp32, batch 1, real test rows, after 5 warm-up calls",
+                        "throughput": f"fp32, batch {cfg.throughput_batch_size}",
+                        "threads": torch.get_num_threads(), "device": "cpu",
+                        "metric_precision": "bf16 autocast" if cfg.bf16 else "fp32"},
+        "timings_s": {k: round(v, 1) for k, v in timings.items()},
+    }
+    return report
+
+
+def to_markdown(report: dict) -> str:
+    m = report["metric"]
+    lines = [f"# distiltune report: {report['strategy']}", "",
+             f"Task: {report['task']}. Data: {report['data']['labelled']} labelled, {report['data']['unlabeled']} unlabeled "
+             f"training rows; {report['data']['test']} test rows.", "",
+             f"| model | {m} | params (M) | size (MB) | latency p50 / p95 (ms) | throughput (samples/s) |",
+             "|---|---|---|---|---|---|"]
+    for name, r in report["models"].items():
+        size = f"{r['size_mb']:.1f}" if r.get("size_mb") else "-"
+        lines.append(f"| {name} | {r['metric']:.4f} | {r['params'] / 1e6:.1f} | {size} | "
+                     f"{r['latency_ms_p50']:.1f} / {r['latency_ms_p95']:.1f} | {r['throughput_sps']:.1f} |")
+    lines.append("")
+    fmt = {"retention": "student metric / teacher metric: {:.1%}", "speedup": "batch-1 speed-up over the teacher: {:.2f}x",
+           "compression": "teacher params / student params: {:.2f}x",
+           "gain_over_baseline": "student minus baseline student (no teacher): {:+.4f}"}
+    for k, f in fmt.items():
+        if report.get(k) is not None:
+            lines.append(f"- {f.format(report[k])}")
+    meas = report["measurement"]
+    lines += ["", f"Latency: {meas['latency']}; throughput: {meas['throughput']}; {meas['threads']} CPU threads. "
+                  f"Metrics computed with {meas['metric_precision']}.",
+              f"Schedules: temperature {report['schedules']['temperature']}, distill_weight {report['schedules']['distill_weight']}.",
+              "", "Wall time per stage (s): " + ", ".join(f"{k} {v}" for k, v in report["timings_s"].items()), ""]
+    return "\n".join(lines)
+
+
+def write_report(out: str, cfg, data, results: dict, timings: dict, history: dict) -> dict:
+    report = build_report(cfg, data, results, timings, history)
+    for name, text in (("report.json", json.dumps(report, indent=2)), ("report.md", to_markdown(report))):
+        tmp = os.path.join(out, name + ".tmp")
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.replace(tmp, os.path.join(out, name))
+    return report
+
+
+def summary_table(report: dict) -> str:
+    """The teacher / student / baseline table printed at the end of a run."""
+    m = report["metric"]
+    rows = [f"{'model':<18}{m:>10}{'params':>10}{'p50 ms':>9}{'samples/s':>11}"]
+    for name, r in report["models"].items():
+        rows.append(f"{name:<18}{r['metric']:>10.4f}{r['params'] / 1e6:>9.1f}M{r['latency_ms_p50']:>9.1f}{r['throughput_sps']:>11.1f}")
+    extras = []
+    if report.get("retention") is not None:
+        extras.append(f"retention {report['retention']:.1%}")
+    if report.get("speedup") is not None:
+        extras.append(f"speed-up {report['speedup']:.1f}x")
+    if report.get("param_fraction") is not None:
+        extras.append(f"params {report['param_fraction']:.1%} of teacher")
+    if report.get("gain_over_baseline") is not None:
+        extras.append(f"gain over baseline {report['gain_over_baseline'] * 100:+.1f} points")
+    return "\n".join(rows + (["  ".join(extras)] if extras else []))

@@ -1,0 +1,67 @@
+"""Output-directory state and stage bookkeeping: finished stages with unchanged inputs are reused."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+
+from .errors import DistilTuneError
+
+# Entries a run writes; --overwrite removes only these, never unrelated user files.
+RUN_ENTRIES = ("teacher", "student", "baseline_student", "checkpoints", "tensorboard", ".stages", "cache",
+               "config.yaml", "report.json", "report.md")
+
+
+def prepare_output_dir(path: str, overwrite: bool, resume: bool) -> None:
+    if overwrite and resume:
+        raise DistilTuneError("--overwrite and --resume were both given", "pass only one of them")
+    if os.path.isfile(path):
+        raise DistilTuneError(f"output_dir {path} is a file", "choose a directory path for output_dir")
+    if os.path.isdir(path) and os.listdir(path):
+        if overwrite:
+            for entry in RUN_ENTRIES:
+                p = os.path.join(path, entry)
+                if os.path.isdir(p):
+                    shutil.rmtree(p)
+                elif os.path.exists(p):
+                    os.remove(p)
+        elif not resume:
+            raise DistilTuneError(f"output_dir {path} already holds files (a previous run?)",
+                                  "pass --resume to continue it, --overwrite to replace it, or choose another --output-dir")
+    os.makedirs(path, exist_ok=True)
+
+
+def fingerprint(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class StageBook:
+    """Records ``<output_dir>/.stages/<name>.json`` once a stage's artifact is fully written."""
+
+    def __init__(self, output_dir: str, reuse: bool):
+        self.dir = os.path.join(output_dir, ".stages")
+        self.reuse = reuse
+        os.makedirs(self.dir, exist_ok=True)
+
+    def done(self, name: str, fp: str, artifact: str) -> bool:
+        """True when ``name`` finished earlier with the same fingerprint and its artifact still exists."""
+        marker = os.path.join(self.dir, f"{name}.json")
+        if not (self.reuse and os.path.isfile(marker) and os.path.exists(artifact)):
+            return False
+        with open(marker) as f:
+            return json.load(f).get("fingerprint") == fp
+
+    def mark(self, name: str, fp: str, **info) -> None:
+        marker = os.path.join(self.dir, f"{name}.json")
+        tmp = marker + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump({"fingerprint": fp, **info}, f, indent=1)
+        os.replace(tmp, marker)
+
+    def info(self, name: str) -> dict:
+        marker = os.path.join(self.dir, f"{name}.json")
+        if not os.path.isfile(marker):
+            return {}
+        with open(marker) as f:
+            return json.load(f)

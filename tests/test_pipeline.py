@@ -1,0 +1,104 @@
+"""End-to-end through the CLI on the tiny task: outputs, distillation gain, reuse of finished stages."""
+import json
+import os
+
+import pytest
+import torch
+
+from distiltune.cli import main
+
+
+def cli_args(task_files, out, teacher, student, *extra):
+    return ["--train_file", task_files["train"], "--validation_file", task_files["validation"],
+            "--test_file", task_files["test"], "--text_column", "sentence", "--teacher", teacher, "--student", student,
+            "--output_dir", str(out), "--latency_samples", "5", "--seed", "0", *extra]
+
+
+@pytest.fixture(scope="module")
+def distill_run(tmp_path_factory, task_files, base_models, trained_teacher):
+    """40 labelled rows, 560 unlabeled: the baseline sees 40, the student learns the rest from the teacher."""
+    out = tmp_path_factory.mktemp("run")
+    code = main(["run", *cli_args(task_files, out, trained_teacher, base_models["student"],
+                                  "--num_labeled", "40", "--num_train_epochs", "6", "--final_finetune_epochs", "1",
+                                  "--learning_rate", "3e-3", "--per_device_train_batch_size", "16")])
+    assert code == 0
+    return out
+
+
+def test_distilled_student_beats_no_teacher_baseline(distill_run):
+    report = json.loads((distill_run / "report.json").read_text())
+    m = report["models"]
+    assert m["teacher"]["metric"] > 0.9  # the fine-tuned teacher knows the task
+    assert m["student"]["metric"] >= m["baseline_student"]["metric"] + 0.05
+    assert report["gain_over_baseline"] == pytest.approx(m["student"]["metric"] - m["baseline_student"]["metric"])
+    assert report["retention"] == pytest.approx(m["student"]["metric"] / m["teacher"]["metric"])
+    assert report["strategy"] == "distill_finetune" and report["metric"] == "accuracy"
+    for name in ("teacher", "student", "baseline_student"):
+        assert set(m[name]) >= {"metric", "params", "size_mb", "latency_ms_p50", "latency_ms_p95", "throughput_sps"}
+    assert m["student"]["params"] < m["teacher"]["params"]
+    assert report["data"] == {"labelled": 40, "unlabeled": 560, "validation": 60, "test": 300}
+
+
+def test_run_writes_standard_model_folders_and_logs(distill_run):
+    from transformers import pipeline
+
+    for name in ("student", "baseline_student"):
+        d = distill_run / name
+        assert (d / "model.safetensors").is_file() and (d / "README.md").is_file()
+    clf = pipeline("text-classification", model=str(distill_run / "student"), device="cpu")
+    assert clf("w1 good3 w2")[0]["label"] in {"neg", "pos"}
+    assert (distill_run / "config.yaml").is_file() and (distill_run / "report.md").is_file()
+    assert "| student |" in (distill_run / "report.md").read_text()
+    assert any(f.startswith("events.out.tfevents") for _, _, fs in os.walk(distill_run / "tensorboard") for f in fs)
+    assert not (distill_run / "checkpoints" / "distill").exists()  # finished stages drop their resume checkpoints
+
+
+def test_schedule_values_and_terms_are_logged(distill_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(distill_run / "tensorboard" / "distill"))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert {"train/loss_kd", "train/loss_ce", "train/temperature", "train/weight_kd"} <= tags
+    temps = [e.value for e in acc.Scalars("train/temperature")]
+    weights = [e.value for e in acc.Scalars("train/weight_kd")]
+    assert temps[0] > temps[-1] and weights[0] > weights[-1]  # annealed high -> low, distillation-heavy early
+
+
+def test_resume_reuses_finished_stages(distill_run, task_files, base_models, trained_teacher, capsys):
+    before = (distill_run / "student" / "model.safetensors").stat().st_mtime
+    code = main(["run", *cli_args(task_files, distill_run, trained_teacher, base_models["student"],
+                                  "--num_labeled", "40", "--num_train_epochs", "6", "--final_finetune_epochs", "1",
+                                  "--learning_rate", "3e-3", "--per_device_train_batch_size", "16"), "--resume"])
+    assert code == 0
+    assert "reusing the student" in capsys.readouterr().out
+    assert (distill_run / "student" / "model.safetensors").stat().st_mtime == before
+
+
+def test_python_api_distillation_trainer(tmp_path, trained_teacher, base_models, task_files):
+    """The same engine from Python: DistillationTrainer with the kd objective and a live teacher."""
+    from datasets import Dataset
+
+    from distiltune import DistillationTrainer, DistillConfig, Schedule, distill_objective
+    from distiltune.data import DistillCollator, tokenize
+    from distiltune.models import load_classifier, load_tokenizer
+
+    import pandas as pd
+
+    teacher, _ = load_classifier(trained_teacher, ["neg", "pos"], "teacher")
+    t_tok = load_tokenizer(trained_teacher)
+    student, _ = load_classifier(base_models["student"], ["neg", "pos"], "student")
+    s_tok = load_tokenizer(base_models["student"])
+    df = pd.read_csv(task_files["train"]).head(64)
+    ds = Dataset.from_dict({"sentence": list(df.sentence), "labels": [int(l == "pos") for l in df.label]})
+    ds = tokenize(tokenize(ds, s_tok, ("sentence",), 32), t_tok, ("sentence",), 32, prefix="teacher_")
+    args = DistillConfig(output_dir=str(tmp_path), max_steps=4, per_device_train_batch_size=16, report_to="none",
+                         remove_unused_columns=False, strategy="distill", logging_steps=1, save_strategy="no")
+    trainer = DistillationTrainer(model=student, args=args, train_dataset=ds, data_collator=DistillCollator(s_tok, t_tok),
+                                  teacher=teacher, objective=distill_objective(Schedule("constant", 0.7)),
+                                  temperature=Schedule("linear", 4.0, 1.0))
+    trainer.train()
+    logs = [h for h in trainer.state.log_history if "loss_kd" in h]
+    assert len(logs) == 4 and all(h["weight_kd"] == 0.7 and h["weight_ce"] == pytest.approx(0.3) for h in logs)
+    assert logs[0]["temperature"] > logs[-1]["temperature"]
+    assert all(not p.requires_grad for p in teacher.parameters())
