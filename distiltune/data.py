@@ -57,10 +57,29 @@ def _read_file(path: str, what: str) -> Dataset:
     from datasets import load_dataset
 
     try:
-        return load_dataset(READERS[ext], data_files=path, split="train")
+        ds = load_dataset(READERS[ext], data_files=path, split="train")
     except Exception as e:  # malformed files come in many shapes; one line is enough
+        if _has_no_rows(path, ext):
+            raise DistilTuneError(f"{what} {path} is empty (no data rows)", f"give a {what} with at least one row") from None
         raise DistilTuneError(f"could not read {what} {path}: {str(e).splitlines()[0][:200]}",
                               "check that the file is valid " + READERS[ext].upper()) from None
+    if len(ds) == 0:
+        raise DistilTuneError(f"{what} {path} is empty (no data rows)", f"give a {what} with at least one row")
+    return ds
+
+
+def _has_no_rows(path: str, ext: str) -> bool:
+    import pandas as pd
+
+    try:
+        if ext == ".csv":
+            return len(pd.read_csv(path)) == 0
+        if ext == ".parquet":
+            return len(pd.read_parquet(path)) == 0
+        with open(path) as f:  # JSON / JSON lines
+            return not f.read().strip()
+    except Exception:
+        return os.path.getsize(path) == 0
 
 
 def _load_sources(cfg) -> tuple[DatasetDict, Dataset | None]:

@@ -88,6 +88,7 @@ class Pipeline:
     def teacher_stage(self):
         """Returns (teacher model or None, tokenizer, path used for evaluation)."""
         cfg = self.cfg
+        self.teacher_fp = None  # identifies the teacher for stages that depend on it
         if not cfg.teacher:
             return None, None, None
         tok = M.load_tokenizer(cfg.teacher)
@@ -98,12 +99,13 @@ class Pipeline:
                 "set finetune_teacher: auto to fine-tune it first, or point teacher to a fine-tuned checkpoint")
         if cfg.finetune_teacher == "no" or (cfg.finetune_teacher == "auto" and trained):
             self.teacher_how = f"given ({cfg.teacher}), not fine-tuned here"
+            self.teacher_fp = M.resolve_path(cfg.teacher)
             return model, tok, M.resolve_path(cfg.teacher)
         path = os.path.join(self.out, "teacher")
         keys = ("teacher", "teacher_num_train_epochs", "teacher_learning_rate", "per_device_train_batch_size",
                 "seed", "max_length", "freeze_embeddings", "freeze_layers", "mixed_precision", "weight_decay",
                 "gradient_accumulation_steps", "warmup_steps")
-        fp = fingerprint({k: getattr(cfg, k) for k in keys}, self.data.fingerprint())
+        fp = self.teacher_fp = fingerprint({k: getattr(cfg, k) for k in keys}, self.data.fingerprint())
         self.teacher_how = f"{cfg.teacher} fine-tuned on {len(self.data.train)} labelled rows, {cfg.teacher_num_train_epochs:g} epochs"
         if self.book.done("teacher", fp, path):
             print(f"[distiltune] reusing the fine-tuned teacher in {path} (inputs unchanged)")
@@ -182,7 +184,6 @@ class Pipeline:
               f"unlabeled, {len(data.validation)} validation, {len(data.test)} test rows; labels {data.label_names}")
         save_config(cfg, os.path.join(self.out, "config.yaml"))
         teacher, self.teacher_tok, teacher_path = self.teacher_stage()
-        self.teacher_fp = fingerprint(teacher_path, self.book.info("teacher").get("fingerprint"))
         student0, s_tok, init_how = self.student_init(teacher)
         self._check_heads(teacher, student0)
         baseline_init = copy.deepcopy(student0) if cfg.baseline and cfg.strategy != "finetune" else None

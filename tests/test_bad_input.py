@@ -63,7 +63,7 @@ def cases(task_files, base_models, trained_teacher, tmp_path, bad_csvs):
                                   r"distill_weight=1.2 is outside \[0, 1\]"),
         "temperature <= 0": (["run", *base_args(task_files, out, T, S), "--temperature", "-1"],
                              "temperature=-1.0 must be > 0"),
-        "empty split": (["run", *base_args(task_files, out, T, S, test=bad_csvs["empty"])], "the test split is empty"),
+        "empty split": (["run", *base_args(task_files, out, T, S, test=bad_csvs["empty"])], r"test_file .* is empty \(no data rows\)"),
         "missing train file": (["run", *base_args(task_files, out, T, S, train=str(tmp_path / "nope.csv"))],
                                "train_file not found"),
         "distill without teacher": (["distill", "--train_file", task_files["train"], "--text_column", "sentence",

