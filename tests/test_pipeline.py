@@ -153,3 +153,17 @@ def test_data_fingerprint_sees_every_row(task_files):
     b = load_task_data(build_config({**base, "num_labeled": 40, "max_unlabeled": 299}))
     assert a.fingerprint(("train",)) == b.fingerprint(("train",))
     assert a.fingerprint() != b.fingerprint()
+
+
+def test_student_built_from_teacher_layers(tmp_path, task_files, trained_teacher):
+    out = tmp_path / "ft"
+    code = main(["distill", *cli_args(task_files, out, trained_teacher, "from_teacher", "--student_layers", "0", "3",
+                                      "--num_train_epochs", "1", "--learning_rate", "1e-3")])
+    assert code == 0
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["models"]) == {"teacher", "student"} and report["strategy"] == "distill"
+    assert 0.3 < report["param_fraction"] < 0.8
+    import transformers
+
+    cfg = transformers.AutoConfig.from_pretrained(out / "student")
+    assert cfg.num_hidden_layers == 2 and cfg.distiltune_teacher_layers == [0, 3]
