@@ -68,34 +68,48 @@ class Padder:
 
 
 @torch.inference_mode()
-def measure_speed(model, tokenizer, ds: Dataset, latency_samples: int = 100, batch_size: int = 32,
-                  throughput_batches: int = 4) -> dict[str, float]:
-    """fp32 CPU latency at batch 1 (p50/p95 over ``latency_samples`` real rows, after warm-up)
-    and throughput at ``batch_size`` (samples/s over ``throughput_batches`` batches)."""
-    model.eval()
-    device = next(model.parameters()).device
-    keys = [k for k in MODEL_KEYS if k in ds.column_names]
-    n = min(len(ds), max(latency_samples, batch_size * throughput_batches))
-    rows = [{k: ds[i][k] for k in keys} for i in range(n)]
+def measure_speeds(entries: dict, latency_samples: int = 100, batch_size: int = 32,
+                   throughput_batches: int = 4) -> dict[str, dict[str, float]]:
+    """fp32 CPU latency at batch 1 (p50/p95 over ``latency_samples`` real rows) and throughput at
+    ``batch_size``, for several models measured side by side.
 
-    def run(chunk):
-        batch = {k: v.to(device) for k, v in tokenizer.pad(chunk, return_tensors="pt").items()}
-        model(**batch)
+    ``entries`` maps a name to ``(model, tokenizer, tokenised dataset)``. The models take turns on
+    each row and each batch, so a slow phase of a shared machine hits all of them alike and their
+    ratios stay meaningful. Each model gets 5 warm-up calls first.
+    """
+    prepared = {}
+    for name, (model, tok, ds) in entries.items():
+        model.eval()
+        keys = [k for k in MODEL_KEYS if k in ds.column_names]
+        n = min(len(ds), max(latency_samples, batch_size * throughput_batches))
+        rows = [{k: ds[i][k] for k in keys} for i in range(n)]
+        device = next(model.parameters()).device
 
-    for r in rows[:5]:  # warm-up: first calls allocate and pick kernels
-        run([r])
-    times = []
-    for r in rows[:latency_samples]:
-        t0 = time.perf_counter()
-        run([r])
-        times.append((time.perf_counter() - t0) * 1000)
-    run(rows[:batch_size])
-    t0 = time.perf_counter()
-    done = 0
+        def run(chunk, model=model, tok=tok, device=device):
+            batch = {k: v.to(device) for k, v in tok.pad(chunk, return_tensors="pt").items()}
+            model(**batch)
+
+        for r in rows[:5]:  # warm-up: first calls allocate and pick kernels
+            run([r])
+        prepared[name] = (run, rows)
+    times = {name: [] for name in prepared}
+    for i in range(latency_samples):
+        for name, (run, rows) in prepared.items():
+            t0 = time.perf_counter()
+            run([rows[i % len(rows)]])
+            times[name].append((time.perf_counter() - t0) * 1000)
+    spent = {name: 0.0 for name in prepared}
+    done = {name: 0 for name in prepared}
+    for name, (run, rows) in prepared.items():
+        run(rows[:batch_size])
     for b in range(throughput_batches):
-        chunk = rows[b * batch_size:(b + 1) * batch_size] or rows[:batch_size]
-        run(chunk)
-        done += len(chunk)
-    elapsed = time.perf_counter() - t0
-    return {"latency_ms_p50": float(np.percentile(times, 50)), "latency_ms_p95": float(np.percentile(times, 95)),
-            "throughput_sps": float(done / elapsed), "threads": torch.get_num_threads()}
+        for name, (run, rows) in prepared.items():
+            chunk = rows[b * batch_size:(b + 1) * batch_size] or rows[:batch_size]
+            t0 = time.perf_counter()
+            run(chunk)
+            spent[name] += time.perf_counter() - t0
+            done[name] += len(chunk)
+    return {name: {"latency_ms_p50": float(np.percentile(times[name], 50)),
+                   "latency_ms_p95": float(np.percentile(times[name], 95)),
+                   "throughput_sps": float(done[name] / spent[name]), "threads": torch.get_num_threads()}
+            for name in prepared}

@@ -19,7 +19,7 @@ from .config import DistillConfig
 from .config_io import save_config, to_yaml_dict
 from .data import DistillCollator, TaskData, load_task_data, tokenize
 from .errors import DistilTuneError
-from .evaluate import Padder, measure_speed, predict_logits, task_metrics
+from .evaluate import Padder, measure_speeds, predict_logits, task_metrics
 from .report import model_card, write_report
 from .stages import StageBook, fingerprint, prepare_output_dir
 from .trainer import DistillationTrainer, distill_objective, finetune_objective
@@ -189,12 +189,19 @@ class Pipeline:
                                 progress=not self.cfg.disable_tqdm)
         labels = np.asarray(test["labels"])
         metrics = task_metrics(logits, labels, self.data.task_type)
-        model_cpu = copy.deepcopy(model).float().to("cpu")
-        speed = measure_speed(model_cpu, tok, test, self.cfg.latency_samples, self.cfg.throughput_batch_size)
-        del model_cpu
         return {"metric": metrics[self.data.metric], **metrics, "params": M.count_params(model),
                 "size_mb": round(M.model_size_mb(path), 2) if path and os.path.isdir(path) else None,
-                **speed, "path": path}
+                "path": path, "_speed_input": (model, tok, test)}
+
+    def measure(self, results: dict) -> dict:
+        """Speed of all evaluated models, side by side (fp32 on CPU, as deployed without export)."""
+        entries = {name: (copy.deepcopy(r["_speed_input"][0]).float().to("cpu"), *r.pop("_speed_input")[1:])
+                   for name, r in results.items()}
+        print(f"[distiltune] measuring latency and throughput of {', '.join(entries)} side by side")
+        speeds = measure_speeds(entries, self.cfg.latency_samples, self.cfg.throughput_batch_size)
+        for name, r in results.items():
+            r.update(speeds[name])
+        return results
 
     # ------------------------------------------------------------------ run
     def run(self) -> dict:
@@ -259,6 +266,7 @@ class Pipeline:
             if model is not None:
                 print(f"[distiltune] evaluating {name} on {len(data.test)} test rows")
                 results[name] = self.evaluate_model(name, model, tok, path)
+        self.measure(results)
         self.timings["total"] = time.perf_counter() - t_start
         return write_report(self.out, cfg, data, results, self.timings, getattr(self, "log_history", {}))
 
@@ -294,5 +302,6 @@ def evaluate_models(cfg: DistillConfig, model_dirs: list[str], overwrite: bool =
                                   "evaluate a fine-tuned model folder (e.g. <output_dir>/student)")
         tok = M.load_tokenizer(path)
         results[name] = p.evaluate_model(name, model, tok, M.resolve_path(path))
+    p.measure(results)
     save_config(cfg, os.path.join(p.out, "config.yaml"))
     return write_report(p.out, cfg, p.data, results, {}, {})
