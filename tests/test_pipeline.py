@@ -167,3 +167,17 @@ def test_student_built_from_teacher_layers(tmp_path, task_files, trained_teacher
 
     cfg = transformers.AutoConfig.from_pretrained(out / "student")
     assert cfg.num_hidden_layers == 2 and cfg.distiltune_teacher_layers == [0, 3]
+
+
+def test_evaluate_command_reads_the_saved_config(distill_run):
+    """`distiltune evaluate` with the run's own config.yaml: the resolved config loads back, and the
+    evaluation goes to its own folder, leaving the run untouched."""
+    before = (distill_run / "report.json").read_text()
+    code = main(["evaluate", "--config", str(distill_run / "config.yaml"), "--model", str(distill_run / "student"),
+                 "--model", str(distill_run / "baseline_student"), "--latency_samples", "3"])
+    assert code == 0
+    report = json.loads((distill_run / "evaluation" / "report.json").read_text())
+    run = json.loads(before)
+    assert set(report["models"]) == {"teacher", "student", "model_1"}
+    assert report["models"]["student"]["metric"] == pytest.approx(run["models"]["student"]["metric"], abs=0.02)
+    assert (distill_run / "report.json").read_text() == before
