@@ -75,40 +75,40 @@ def measure_speeds(entries: dict, latency_samples: int = 100, batch_size: int = 
 
     ``entries`` maps a name to ``(model, tokenizer, tokenised dataset)``. The models take turns on
     each row and each batch, so a slow phase of a shared machine hits all of them alike and their
-    ratios stay meaningful. Each model gets 5 warm-up calls first.
+    ratios stay meaningful. Each model gets 6 warm-up calls first; inputs are padded beforehand.
     """
     prepared = {}
     for name, (model, tok, ds) in entries.items():
         model.eval()
         keys = [k for k in MODEL_KEYS if k in ds.column_names]
-        n = min(len(ds), max(latency_samples, batch_size * throughput_batches))
-        rows = [{k: ds[i][k] for k in keys} for i in range(n)]
-        device = next(model.parameters()).device
+        n = min(len(ds), latency_samples)
+        # Inputs are built before timing: latency is the model's forward pass, not the padding code.
+        singles = [tok.pad([{k: ds[i][k] for k in keys}], return_tensors="pt") for i in range(n)]
+        rows = [{k: ds[i % len(ds)][k] for k in keys} for i in range(batch_size * throughput_batches)]
+        batches = [tok.pad(rows[b * batch_size:(b + 1) * batch_size], return_tensors="pt")
+                   for b in range(throughput_batches)]
 
-        def run(chunk, model=model, tok=tok, device=device):
-            batch = {k: v.to(device) for k, v in tok.pad(chunk, return_tensors="pt").items()}
+        def run(batch, model=model):
             model(**batch)
 
-        for r in rows[:5]:  # warm-up: first calls allocate and pick kernels
-            run([r])
-        prepared[name] = (run, rows)
+        for b in singles[:5]:  # warm-up: first calls allocate and pick kernels
+            run(b)
+        run(batches[0])
+        prepared[name] = (run, singles, batches)
     times = {name: [] for name in prepared}
     for i in range(latency_samples):
-        for name, (run, rows) in prepared.items():
+        for name, (run, singles, _) in prepared.items():
             t0 = time.perf_counter()
-            run([rows[i % len(rows)]])
+            run(singles[i % len(singles)])
             times[name].append((time.perf_counter() - t0) * 1000)
     spent = {name: 0.0 for name in prepared}
     done = {name: 0 for name in prepared}
-    for name, (run, rows) in prepared.items():
-        run(rows[:batch_size])
     for b in range(throughput_batches):
-        for name, (run, rows) in prepared.items():
-            chunk = rows[b * batch_size:(b + 1) * batch_size] or rows[:batch_size]
+        for name, (run, _, batches) in prepared.items():
             t0 = time.perf_counter()
-            run(chunk)
+            run(batches[b])
             spent[name] += time.perf_counter() - t0
-            done[name] += len(chunk)
+            done[name] += len(batches[b]["input_ids"])
     return {name: {"latency_ms_p50": float(np.percentile(times[name], 50)),
                    "latency_ms_p95": float(np.percentile(times[name], 95)),
                    "throughput_sps": float(done[name] / spent[name]), "threads": torch.get_num_threads()}

@@ -40,7 +40,7 @@ def build_report(cfg, data, results: dict, timings: dict, history: dict) -> dict
         "data": {"labelled": len(data.train), "unlabeled": 0 if data.unlabeled is None else len(data.unlabeled),
                  "validation": len(data.validation), "test": len(data.test)},
         "schedules": {"temperature": str(cfg.temperature_sched), "distill_weight": str(cfg.distill_weight_sched)},
-        "measurement": {"latency": "fp32, batch 1, real test rows, after 5 warm-up calls",
+        "measurement": {"latency": "fp32, batch 1, real test rows padded beforehand, models timed in turn after warm-up",
                         "throughput": f"fp32, batch {cfg.throughput_batch_size}",
                         "threads": torch.get_num_threads(), "device": "cpu",
                         "metric_precision": "bf16 autocast" if cfg.bf16 else "fp32"},
