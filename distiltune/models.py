@@ -179,17 +179,17 @@ def freeze(model: nn.Module, embeddings: bool, first_layers: int) -> int:
     return count
 
 
-def save_model(model, tokenizer, path: str, card: str | None = None) -> None:
-    """Write a standard HF model folder atomically (temp folder + rename)."""
+def save_model(model, tokenizer, path: str, card: str | None = None, extra: dict[str, str] | None = None) -> None:
+    """Write a standard HF model folder atomically (temp folder + rename); ``extra`` maps file names to text."""
     import shutil
 
     tmp = path.rstrip("/") + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
-    if card:
-        with open(os.path.join(tmp, "README.md"), "w") as f:
-            f.write(card)
+    for name, text in ({"README.md": card} if card else {}) | (extra or {}).items():
+        with open(os.path.join(tmp, name), "w") as f:
+            f.write(text)
     if os.path.isdir(path):
         shutil.rmtree(path)
     os.replace(tmp, path)

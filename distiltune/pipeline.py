@@ -91,7 +91,10 @@ class Pipeline:
     def _save(self, model, tokenizer, name: str, how: str, stages: tuple[str, ...] = ()) -> str:
         """Write the final model folder, then drop the finished stages' resume checkpoints (GBs for a teacher)."""
         path = os.path.join(self.out, name)
-        M.save_model(model, tokenizer, path, model_card(name, how, self.cfg, self.data))
+        with open(os.path.join(self.out, "config.yaml")) as f:  # the resolved run config travels with the model
+            config_text = f.read()
+        M.save_model(model, tokenizer, path, model_card(name, how, self.cfg, self.data),
+                     {"distiltune_config.yaml": config_text})
         for stage in stages or (name,):
             shutil.rmtree(os.path.join(self.out, "checkpoints", stage), ignore_errors=True)
         return path

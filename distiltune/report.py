@@ -15,7 +15,7 @@ def model_card(name: str, how: str, cfg, data) -> str:
             f"# {name}\n\nMade by distiltune (strategy `{cfg.strategy}`).\n\n"
             f"- How: {how}.\n- Task: {data.task_type} ({labels}); main metric {data.metric}.\n"
             f"- Text columns: {', '.join(data.text_columns)}; max length {cfg.max_length} tokens.\n"
-            f"- Seed {cfg.seed}. The full configuration is `config.yaml` in the run folder.\n\n"
+            f"- Seed {cfg.seed}. The full resolved configuration is `distiltune_config.yaml` in this folder.\n\n"
             "```python\nfrom transformers import pipeline\nclf = pipeline('text-classification', model='<this folder>')\n```\n")
 
 

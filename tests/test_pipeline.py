@@ -45,6 +45,7 @@ def test_run_writes_standard_model_folders_and_logs(distill_run):
     for name in ("student", "baseline_student"):
         d = distill_run / name
         assert (d / "model.safetensors").is_file() and (d / "README.md").is_file()
+        assert (d / "distiltune_config.yaml").read_text() == (distill_run / "config.yaml").read_text()
     clf = pipeline("text-classification", model=str(distill_run / "student"), device="cpu")
     assert clf("w1 good3 w2")[0]["label"] in {"neg", "pos"}
     assert (distill_run / "config.yaml").is_file() and (distill_run / "report.md").is_file()
