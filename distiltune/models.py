@@ -187,7 +187,8 @@ def save_model(model, tokenizer, path: str, card: str | None = None, extra: dict
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
-    for name, text in ({"README.md": card} if card else {}) | (extra or {}).items():
+    files = ({"README.md": card} if card else {}) | (extra or {})
+    for name, text in files.items():
         with open(os.path.join(tmp, name), "w") as f:
             f.write(text)
     if os.path.isdir(path):
