@@ -32,7 +32,7 @@ def _autocast(enabled: bool, device):
 
 
 @torch.inference_mode()
-def predict_logits(model, collator, ds: Dataset, batch_size: int = 64, bf16: bool = False,
+def predict_logits(model, padder: "Padder", ds: Dataset, batch_size: int = 64, bf16: bool = False,
                    desc: str = "predicting", prefix: str = "", progress: bool = True) -> np.ndarray:
     """Logits for every row of a tokenised ``ds`` (columns ``{prefix}input_ids`` ...), in row order.
 
@@ -48,7 +48,7 @@ def predict_logits(model, collator, ds: Dataset, batch_size: int = 64, bf16: boo
     for start in tqdm(range(0, len(order), batch_size), desc=desc, leave=False, disable=not progress):
         idx = order[start:start + batch_size]
         rows = [{k: cols[k][i] for k in keys} for i in idx]
-        batch = {k: v.to(device) for k, v in collator.tokenizer_pad(rows, prefix).items()}
+        batch = {k: v.to(device) for k, v in padder.tokenizer_pad(rows, prefix).items()}
         with _autocast(bf16, device):
             logits = model(**batch).logits.float().cpu().numpy()
         if out is None:

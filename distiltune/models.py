@@ -5,7 +5,6 @@ import copy
 import os
 import re
 
-import torch
 from torch import nn
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
@@ -102,7 +101,7 @@ def load_classifier(name: str, label_names: list[str] | None, role: str):
     except (OSError, ValueError, RuntimeError) as e:
         raise DistilTuneError(f"could not load the {role} '{name}' as a classifier: {str(e).splitlines()[0][:160]}",
                               "use an encoder model (BERT, RoBERTa, MPNet, DistilBERT, ...) or a folder saved by distiltune") from None
-    missing = [k for k in info.get("missing_keys", []) if "classifier" in k or "score" in k or "pooler" in k]
+    missing = info.get("missing_keys", [])
     head_trained = has_head and not any("classifier" in k or "score" in k for k in missing)
     return model, head_trained
 

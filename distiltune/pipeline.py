@@ -9,7 +9,6 @@ import shutil
 import time
 
 import numpy as np
-import torch
 from datasets import concatenate_datasets
 from transformers import set_seed
 from transformers.trainer_utils import get_last_checkpoint
@@ -17,7 +16,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from . import models as M
 from .config import DistillConfig
 from .config_io import save_config, to_yaml_dict
-from .data import DistillCollator, TaskData, load_task_data, tokenize
+from .data import DistillCollator, load_task_data, tokenize
 from .errors import DistilTuneError
 from .evaluate import Padder, measure_speeds, predict_logits, task_metrics
 from .report import model_card, write_report
@@ -295,7 +294,7 @@ def evaluate_models(cfg: DistillConfig, model_dirs: list[str], overwrite: bool =
     # Its own folder: evaluating <run>/student never touches the run that made it.
     p = Pipeline(cfg, overwrite=overwrite, resume=resume, out=os.path.join(cfg.output_dir, "evaluation"))
     p.data = load_task_data(cfg)
-    results, names = {}, []
+    results = {}
     todo = ([("teacher", cfg.teacher)] if cfg.teacher else []) + [
         ("student" if i == 0 else f"model_{i}", d) for i, d in enumerate(model_dirs)]
     for name, path in todo:

@@ -6,6 +6,7 @@ mixed precision and distributed runs are the Trainer's.
 """
 from __future__ import annotations
 
+import os
 from collections import defaultdict
 from types import SimpleNamespace
 from typing import Callable
@@ -120,6 +121,4 @@ class DistillationTrainer(Trainer):
 
 
 def _isdir(path) -> bool:
-    import os
-
     return bool(path) and os.path.isdir(path)
