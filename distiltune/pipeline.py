@@ -79,8 +79,6 @@ class Pipeline:
         t0 = time.perf_counter()
         trainer.train(resume_from_checkpoint=last)
         self.timings[stage] = time.perf_counter() - t0
-        self.log_history = getattr(self, "log_history", {})
-        self.log_history[stage] = trainer.state.log_history
         return trainer.model
 
     def _compute_metrics(self, pred) -> dict:
@@ -270,7 +268,7 @@ class Pipeline:
                 results[name] = self.evaluate_model(name, model, tok, path)
         self.measure(results)
         self.timings["total"] = time.perf_counter() - t_start
-        return write_report(self.out, cfg, data, results, self.timings, getattr(self, "log_history", {}))
+        return write_report(self.out, cfg, data, results, self.timings)
 
     def _check_heads(self, teacher, student):
         if teacher is None or student is None:
@@ -306,4 +304,4 @@ def evaluate_models(cfg: DistillConfig, model_dirs: list[str], overwrite: bool =
         results[name] = p.evaluate_model(name, model, tok, M.resolve_path(path))
     p.measure(results)
     save_config(cfg, os.path.join(p.out, "config.yaml"))
-    return write_report(p.out, cfg, p.data, results, {}, {})
+    return write_report(p.out, cfg, p.data, results, {})

@@ -23,7 +23,7 @@ def _ratio(a, b):
     return float(a / b) if a and b else None
 
 
-def build_report(cfg, data, results: dict, timings: dict, history: dict) -> dict:
+def build_report(cfg, data, results: dict, timings: dict) -> dict:
     models = {name: {k: r.get(k) for k in KEYS} | {
         "metrics": {k: r[k] for k in ("accuracy", "f1", "matthews", "pearson", "spearman", "mse") if k in r},
         "path": r.get("path")} for name, r in results.items()}
@@ -75,8 +75,8 @@ def to_markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
-def write_report(out: str, cfg, data, results: dict, timings: dict, history: dict) -> dict:
-    report = build_report(cfg, data, results, timings, history)
+def write_report(out: str, cfg, data, results: dict, timings: dict) -> dict:
+    report = build_report(cfg, data, results, timings)
     for name, text in (("report.json", json.dumps(report, indent=2)), ("report.md", to_markdown(report))):
         tmp = os.path.join(out, name + ".tmp")
         with open(tmp, "w") as f:
