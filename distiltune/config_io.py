@@ -43,7 +43,24 @@ def read_yaml(path: str) -> dict:
         raise DistilTuneError(f"{path} must hold a mapping of config keys, not a {type(data).__name__}",
                               "write one 'key: value' per line")
     check_keys(data, path)
-    return data
+    return {k: _coerce_number(k, v, path) for k, v in data.items()}
+
+
+def _coerce_number(key: str, value, source: str):
+    """YAML 1.1 reads ``3e-5`` (no dot) as a string; turn such strings into the field's number type."""
+    if not isinstance(value, str):
+        return value
+    import typing
+
+    hint = typing.get_type_hints(DistillConfig).get(key)
+    kinds = set(typing.get_args(hint)) | {hint}
+    for kind in (int, float):
+        if kind in kinds and str not in kinds:
+            try:
+                return kind(value) if kind is float else int(float(value))
+            except ValueError:
+                raise DistilTuneError(f"{key}: '{value}' in {source} is not a number", f"write {key} as a number") from None
+    return value
 
 
 def build_config(values: dict, source: str = "config") -> DistillConfig:

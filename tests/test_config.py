@@ -68,3 +68,12 @@ def test_subcommand_forces_its_strategy(tmp_path):
 def test_quick_shrinks_the_job(tmp_path):
     cfg, flags = parse_config(["--quick", "--num_labeled", "2000", "--report_to", "none"], "demo")
     assert flags.quick and cfg.num_labeled == 300 and cfg.num_train_epochs == 1.0
+
+
+def test_yaml_numbers_without_a_dot_are_numbers(tmp_path):
+    """YAML 1.1 reads 3e-5 as a string; the config turns it into the field's number type."""
+    p = write(tmp_path, "learning_rate: 3e-5\nseed: '7'\n")
+    cfg = build_config(read_yaml(p), p)
+    assert cfg.learning_rate == 3e-5 and cfg.seed == 7
+    with pytest.raises(DistilTuneError, match="learning_rate: 'fast' .* is not a number"):
+        read_yaml(write(tmp_path, "learning_rate: fast\n", "bad.yaml"))
