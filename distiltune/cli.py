@@ -59,6 +59,7 @@ def _evaluate(argv: list[str]) -> int:
     from .report import summary_table
 
     print(summary_table(report))
+    print(f"[distiltune] report: {os.path.join(cfg.output_dir, 'evaluation', 'report.md')}")
     return 0
 
 
