@@ -82,6 +82,22 @@ class StrategyArguments:
     distill_weight_values: list[float] | None = _f(None, "Per-epoch weights for distill_weight_schedule 'list'.")
     schedule_unit: str = _f("step", "Advance schedules every 'step' or only at each 'epoch'.", choices=list(UNITS))
     final_finetune_epochs: float = _f(0.0, "distill_finetune: hard-label-only epochs after distillation.")
+    preset: str | None = _f(None, "Named recipe of extra loss terms: distilbert, tinybert, minilm, fitnets, rkd "
+                                  "(`distiltune losses` lists them).", choices=["distilbert", "tinybert", "minilm", "fitnets", "rkd"])
+    losses: list[str] | None = _f(None, "Extra loss terms beyond CE and the logit term: names, name:weight, or (YAML) "
+                                        "mappings {name, weight, weight_end, stage, <options>}; JSON strings on the command line.")
+    logit_loss: str = _f("kd", "The logit term weighted by distill_weight: kd, reverse_kl, js or logit_mse.",
+                         choices=["kd", "reverse_kl", "js", "logit_mse"])
+    kd_weighting: str = _f("none", "Dynamic KD: 'confidence' weights each example by the teacher's probability of the "
+                                   "true label (top probability when unlabeled); 'none' weights all alike.",
+                           choices=["none", "confidence"])
+    layer_map: str | None = _f(None, "Default teacher layers for layer-wise terms: uniform, last, skip, dynamic (each "
+                                     "student layer matches the closest of its linked teacher layers), or pairs '0:1,1:3'.")
+    student_modules: list[str] | None = _f(None, "Default student submodule paths for feature terms (any nn.Module), "
+                                                 "paired one to one with teacher_modules.")
+    teacher_modules: list[str] | None = _f(None, "Default teacher submodule paths for feature terms.")
+    intermediate_epochs: float = _f(1.0, "Epochs of the intermediate stage (terms with stage: intermediate, e.g. the "
+                                         "tinybert and fitnets presets), run before the main distillation stage.")
     teacher_cache: bool = _f(True, "Compute teacher logits once per dataset and reuse them every epoch.")
     baseline: bool = _f(True, "Also train the baseline student (same init and budget, labelled data only, no teacher).")
     mixed_precision: str = _f("auto", "bf16, fp16, no, or auto (bf16 where the CPU/GPU supports it).",
@@ -151,6 +167,8 @@ class DistillConfig(StrategyArguments, ModelArguments, DataArguments, TrainingAr
             errors.append(f"max_length={self.max_length} is too small; use at least 8 tokens")
         if self.freeze_layers < 0:
             errors.append(f"freeze_layers={self.freeze_layers} must be >= 0")
+        if self.intermediate_epochs < 0:
+            errors.append("intermediate_epochs must be >= 0")
         if self.final_finetune_epochs < 0:
             errors.append("final_finetune_epochs must be >= 0")
         for name in ("validation_size", "test_size"):
@@ -167,6 +185,9 @@ class DistillConfig(StrategyArguments, ModelArguments, DataArguments, TrainingAr
         # Schedule objects are built here so bad list/kind combinations fail at load time.
         self.temperature_sched = self.make_schedule("temperature")
         self.distill_weight_sched = self.make_schedule("distill_weight")
+        from .objective import build_objectives  # validates loss names and options now, before any heavy work
+
+        self.objectives = build_objectives(self)
 
     def _check_choices(self) -> list[str]:
         import dataclasses

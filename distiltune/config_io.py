@@ -144,7 +144,7 @@ def to_yaml_dict(cfg: DistillConfig) -> dict:
         if hasattr(v, "value"):  # enums
             v = v.value
         if isinstance(v, (str, int, float, bool, type(None))) or (
-                isinstance(v, (list, tuple)) and all(isinstance(x, (str, int, float, bool)) for x in v)):
+                isinstance(v, (list, tuple)) and all(isinstance(x, (str, int, float, bool, dict)) for x in v)):
             out[name] = list(v) if isinstance(v, tuple) else v
         elif isinstance(v, dict) and not v:
             continue

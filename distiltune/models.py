@@ -49,6 +49,17 @@ def load_tokenizer(name: str):
                               "give a model folder that holds tokenizer files, or a hub name (needs internet)") from None
 
 
+def same_tokenizer(a, b) -> bool:
+    """Whether two tokenizers split text identically (same class, vocabulary and casing), so token
+    position i means the same thing to both models."""
+    if a is b:
+        return True
+    if a is None or b is None or type(a) is not type(b) or a.get_vocab() != b.get_vocab():
+        return False
+    probe = "Hello, WORLD! naïve tokenisation-check 123"
+    return a(probe)["input_ids"] == b(probe)["input_ids"]
+
+
 def weights_fingerprint(path: str) -> str:
     """Identifies a given model: file names, sizes and mtimes of a local folder, or the hub name."""
     if not os.path.isdir(path):

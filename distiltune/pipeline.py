@@ -18,10 +18,11 @@ from .config import DistillConfig
 from .config_io import save_config, to_yaml_dict
 from .data import DistillCollator, load_task_data, tokenize
 from .errors import DistilTuneError
+from .objective import describe, logits_only, needs
 from .evaluate import Padder, measure_speeds, predict_logits, task_metrics
 from .report import model_card, write_report
 from .stages import StageBook, fingerprint, prepare_output_dir
-from .trainer import DistillationTrainer, distill_objective, finetune_objective
+from .trainer import DistillationTrainer, finetune_objective
 
 # Config keys that do not change what a stage produces (ignored in stage fingerprints).
 _NOT_IN_FINGERPRINT = {"output_dir", "logging_steps", "report_to", "latency_samples", "throughput_batch_size",
@@ -159,13 +160,15 @@ class Pipeline:
             how = f"pretrained {name}"
         return student, tok, how
 
-    def distill_train_set(self, teacher, s_tok):
-        """Labelled + unlabeled rows, tokenised for the student, with teacher logits attached once."""
+    def distill_train_set(self, teacher, s_tok, live: bool = False):
+        """Labelled + unlabeled rows, tokenised for the student. Teacher logits are attached once
+        (cached) unless ``live``: then the teacher runs every step, on its own tokenisation when
+        its tokenizer differs from the student's."""
         cfg, data = self.cfg, self.data
         rows = data.train if data.unlabeled is None else concatenate_datasets([data.train, data.unlabeled])
         ds = self._tok(rows, s_tok)
-        if not cfg.teacher_cache:  # live teacher: it reads its own tokenisation of each row
-            return self._tok(ds, self.teacher_tok, prefix="teacher_")
+        if live or not cfg.teacher_cache:
+            return ds if self.same_tokenizer else self._tok(ds, self.teacher_tok, prefix="teacher_")
         cache = os.path.join(self.out, "cache", "teacher_logits.npy")
         fp = fingerprint(self.teacher_fp, data.fingerprint(("train", "unlabeled")), cfg.max_length)
         logits = np.load(cache) if self.book.done("teacher_logits", fp, cache) else None
@@ -182,6 +185,25 @@ class Pipeline:
             self.timings["teacher_logits"] = time.perf_counter() - t0
             self.book.mark("teacher_logits", fp, seconds=self.timings["teacher_logits"])
         return ds.add_column("teacher_logits", logits.tolist())
+
+    def prepare_terms(self, teacher, student, s_tok):
+        """Check the objective against the models before training: token-level terms need one
+        tokenisation; attention-map terms need eager attention (SDPA returns no maps)."""
+        objectives = self.cfg.objectives
+        every = objectives["intermediate"] + objectives["main"]
+        self.same_tokenizer = M.same_tokenizer(s_tok, self.teacher_tok)
+        if not self.same_tokenizer and needs(every, "token_level"):
+            names = sorted({n for n, _, o in every if needs([(n, None, o)], "token_level")})
+            raise DistilTuneError(
+                f"the teacher and student tokenizers differ, so token-level term(s) {', '.join(names)} would compare "
+                "misaligned token positions",
+                "use sequence-level terms: pool: mean (or cls) on hidden_mse/hidden_cosine, or rkd_distance, rkd_angle, sp; "
+                "or student: from_teacher (shares the teacher's tokenizer)")
+        if needs(every, "reads_attentions"):
+            for model in (teacher, student):
+                if getattr(model.config, "_attn_implementation", "eager") != "eager":
+                    model.set_attn_implementation("eager")  # attention maps need it; saved models keep the default
+        return objectives
 
     def evaluate_model(self, name, model, tok, path) -> dict:
         test = self._tok(self.data.test, tok)
@@ -229,19 +251,30 @@ class Pipeline:
                                   cfg.num_train_epochs, cfg.learning_rate)
             self._save(student, s_tok, "student", f"{init_how}, fine-tuned on {len(data.train)} labelled rows")
         else:
-            train_set = self.distill_train_set(teacher, s_tok)
-            student = self._train("distill", fp, student0, s_tok, train_set, distill_objective(cfg.distill_weight_sched),
+            objectives = self.prepare_terms(teacher, student0, s_tok)
+            live = not all(logits_only(objectives["main"]))
+            train_set = self.distill_train_set(teacher, s_tok, live=live)
+            if objectives["intermediate"] and cfg.intermediate_epochs > 0:
+                print(f"[distiltune] intermediate stage: {', '.join(n for n, *_ in objectives['intermediate'])} "
+                      f"for {cfg.intermediate_epochs:g} epochs")
+                student0 = self._train("intermediate", fp, student0, s_tok, train_set, objectives["intermediate"],
+                                       cfg.intermediate_epochs, cfg.learning_rate, teacher=teacher,
+                                       teacher_tokenizer=self.teacher_tok)
+            student = self._train("distill", fp, student0, s_tok, train_set, objectives["main"],
                                   cfg.num_train_epochs, cfg.learning_rate, teacher=teacher,
                                   teacher_tokenizer=self.teacher_tok, temperature=cfg.temperature_sched)
             how = (f"{init_how}, distilled from the teacher on {len(train_set)} rows ({len(data.train)} labelled), "
-                   f"T {cfg.temperature_sched}, distill_weight {cfg.distill_weight_sched}")
+                   f"T {cfg.temperature_sched}, loss {describe(objectives['main'])}")
+            if objectives["intermediate"] and cfg.intermediate_epochs > 0:
+                how += f"; after {cfg.intermediate_epochs:g} intermediate epochs of {describe(objectives['intermediate'])}"
             if cfg.strategy == "distill_finetune" and cfg.final_finetune_epochs > 0:
                 student = self._train("student_finetune", fp, student, s_tok, self._tok(data.train, s_tok),
                                       finetune_objective(), cfg.final_finetune_epochs, cfg.learning_rate)
                 how += f"; then {cfg.final_finetune_epochs:g} hard-label epochs"
-            self._save(student, s_tok, "student", how, stages=("distill", "student_finetune"))
+            self._save(student, s_tok, "student", how, stages=("intermediate", "distill", "student_finetune"))
         if "student" in self.timings or "distill" in self.timings:
-            self.book.mark("student", fp, seconds=sum(self.timings.get(k, 0) for k in ("distill", "student_finetune", "student")))
+            self.book.mark("student", fp, seconds=sum(self.timings.get(k, 0) for k in
+                                                      ("intermediate", "distill", "student_finetune", "student")))
 
         baseline_path = os.path.join(self.out, "baseline_student")
         baseline = None

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
-from types import SimpleNamespace
 from typing import Callable
 
 import torch
@@ -16,22 +15,14 @@ from torch import nn
 from transformers import Trainer
 from transformers.trainer_utils import get_last_checkpoint
 
-from .errors import NonFiniteLossError
-from .losses import build_term
+from . import features as FT
+from .errors import DistilTuneError, NonFiniteLossError
+from .losses import LossTerm, Requests, build_term
+from .objective import OneMinus
 from .schedules import Schedule
 
 # A weight is a function of (step, max_steps, epoch, num_epochs) -> float, e.g. a Schedule.
 Weight = Callable[[int, int, float, float], float]
-
-
-class OneMinus:
-    """``1 - schedule``: the hard-label weight that mirrors ``distill_weight``."""
-
-    def __init__(self, schedule: Weight):
-        self.schedule = schedule
-
-    def __call__(self, *progress) -> float:
-        return 1.0 - self.schedule(*progress)
 
 
 def distill_objective(distill_weight: Weight) -> list[tuple[str, Weight]]:
@@ -43,28 +34,91 @@ def finetune_objective() -> list[tuple[str, Weight]]:
 
 
 class DistillationTrainer(Trainer):
-    """``Trainer`` whose loss is ``sum_i weight_i(progress) * term_i(student_out, teacher_out, batch, T)``.
+    """``Trainer`` whose loss is ``sum_i weight_i(progress) * term_i(student_out, teacher_out, batch)``.
 
-    Teacher logits come from a ``teacher_logits`` column when the dataset carries them (computed
-    once, reused every epoch), else from a live forward pass of the frozen ``teacher`` on the
-    batch's ``teacher_*`` inputs (its own tokenisation) or on the student inputs when they share one.
+    ``objective`` lists ``(name, weight)`` or ``(name, weight, options)``; a weight is a number or
+    a schedule. Terms say what they read (hidden states, attentions, hooked submodules) and only
+    that is captured. Teacher logits come from a ``teacher_logits`` column when the dataset
+    carries them and every active term needs no more; otherwise the frozen ``teacher`` runs on
+    the batch's ``teacher_*`` inputs (its own tokenisation) or on the student's inputs.
+    Projections owned by terms train with the student and are checkpointed beside it
+    (``distill_terms.safetensors``) but are not part of the student.
     """
+
+    TERMS_FILE = "distill_terms.safetensors"
 
     def __init__(self, *args, teacher: nn.Module | None = None, objective=None,
                  temperature: Weight | None = None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.objective = objective or finetune_objective()
-        self.terms = nn.ModuleDict({name: build_term(name) for name, _ in self.objective})
+        self.objective = [_normalise(o) for o in (objective or finetune_objective())]
+        keys = [key for key, *_ in self.objective]
+        if len(set(keys)) != len(keys):
+            raise DistilTuneError(f"the objective names a term twice ({keys})",
+                                  "give the second one its own key: (name, weight, {'key': 'name_2', ...})")
+        self.terms = nn.ModuleDict({key: build_term(name, **opts) for key, name, _, opts in self.objective})
         self.temperature = temperature or Schedule("constant", 1.0)
         self.teacher = teacher
         if teacher is not None:
             teacher.eval()
             teacher.requires_grad_(False)  # no gradient state for the teacher
             teacher.to(self.args.device)
+        if any(t.needs_teacher for t in self.terms.values()) and teacher is None and not self._has_cache():
+            raise DistilTuneError(f"loss terms {[k for k, t in self.terms.items() if t.needs_teacher]} need a teacher",
+                                  "pass teacher=<model> (or a dataset with a teacher_logits column for logit terms)")
+        self._setup_terms()
         # Our loss is already a per-batch mean; stop the Trainer rescaling by token counts.
         self.model_accepts_loss_kwargs = False
         self._sums: dict[str, float] = defaultdict(float)
         self._count = 0
+
+    # ---- terms: bind to the models, size projections on one sample batch ----
+    def _has_cache(self) -> bool:
+        cols = getattr(self.train_dataset, "column_names", None) or []
+        return "teacher_logits" in cols
+
+    def _setup_terms(self) -> None:
+        for term in self.terms.values():
+            term.setup(self.model, self.teacher)
+        if not any(_has_build(t) for t in self.terms.values()) or self.train_dataset is None:
+            return
+        rows = [self.train_dataset[i] for i in range(min(2, len(self.train_dataset)))]
+        inputs = self._prepare_inputs(self.data_collator(rows))
+        was_training = self.model.training
+        self.model.eval()
+        with torch.no_grad():
+            s_out, t_out, batch = self._forward_all(self.model, inputs, list(self.terms))
+        self.model.train(was_training)
+        for term in self.terms.values():
+            if _has_build(term):
+                term.build(s_out, t_out)
+        self.terms.to(self.args.device)
+
+    def _term_params(self) -> list:
+        return [p for p in self.terms.parameters() if p.requires_grad]
+
+    def create_optimizer(self, model=None):
+        fresh = self.optimizer is None
+        optimizer = super().create_optimizer(model)
+        if fresh and self._term_params():
+            optimizer.add_param_group({"params": self._term_params(), "weight_decay": 0.0})
+        return optimizer
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
+        super().save_model(output_dir, _internal_call)
+        state = self.terms.state_dict()
+        if state and self.args.should_save:
+            from safetensors.torch import save_file
+
+            out = output_dir or self.args.output_dir
+            save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, os.path.join(out, self.TERMS_FILE))
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        path = os.path.join(resume_from_checkpoint, self.TERMS_FILE)
+        if os.path.isfile(path):
+            from safetensors.torch import load_file
+
+            self.terms.load_state_dict(load_file(path, device=str(self.args.device)))
 
     # ---- schedules ----
     def progress(self) -> tuple[int, int, float, float]:
@@ -74,42 +128,80 @@ class DistillationTrainer(Trainer):
     def current_values(self) -> dict[str, float]:
         p = self.progress()
         vals = {"temperature": float(self.temperature(*p))}
-        vals.update({f"weight_{name}": float(w(*p)) for name, w in self.objective})
+        vals.update({f"weight_{key}": float(w(*p)) for key, _, w, _ in self.objective})
         return vals
 
-    # ---- loss ----
-    def _teacher_out(self, inputs: dict, cached, teacher_inputs: dict):
-        if cached is not None:
-            return SimpleNamespace(logits=cached)
-        if self.teacher is None:
-            raise ValueError("a loss term needs the teacher but no teacher was given")
-        with torch.no_grad():
-            return self.teacher(**(teacher_inputs or inputs))
-
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+    # ---- forward passes ----
+    def _forward_all(self, model, inputs: dict, active: list[str]):
+        """Student and (if needed) teacher outputs with what the ``active`` terms read, plus the batch dict."""
         batch = {"labels": inputs.pop("labels", None)}
         cached = inputs.pop("teacher_logits", None)
         teacher_inputs = {k[len("teacher_"):]: inputs.pop(k) for k in list(inputs) if k.startswith("teacher_")}
-        outputs = model(**inputs)
+        terms = [self.terms[k] for k in active]
+        s_req, t_req = Requests(), Requests()
+        for term in terms:
+            s, t = term.requests()
+            s_req, t_req = s_req.merge(s), t_req.merge(t)
+        student_out = FT.forward(model, inputs, s_req.hidden_states, s_req.attentions, s_req.modules, "student",
+                                hook_model=self.accelerator.unwrap_model(model))
+        teacher_out = None
+        teaching = [t for t in terms if t.needs_teacher]
+        if teaching:
+            if cached is not None and all(t.uses_logits_only for t in teaching):
+                teacher_out = FT.Outputs(logits=cached)
+            else:
+                if self.teacher is None:
+                    raise DistilTuneError("a loss term needs the teacher's features but no teacher was given",
+                                          "pass teacher=<model>")
+                self._check_alignment([t for t in teaching if t.token_level], inputs, teacher_inputs)
+                with torch.no_grad():
+                    teacher_out = FT.forward(self.teacher, teacher_inputs or inputs, t_req.hidden_states,
+                                            t_req.attentions, t_req.modules, "teacher")
+        batch.update(attention_mask=inputs.get("attention_mask"),
+                     teacher_attention_mask=(teacher_inputs or inputs).get("attention_mask"))
+        return student_out, teacher_out, batch
+
+    @staticmethod
+    def _check_alignment(token_terms, inputs, teacher_inputs) -> None:
+        """Token-level terms compare position i of teacher and student: refuse when the two
+        tokenisations differ instead of comparing misaligned tokens."""
+        if not token_terms or not teacher_inputs:
+            return
+        s_ids, t_ids = inputs.get("input_ids"), teacher_inputs.get("input_ids")
+        if s_ids is not None and t_ids is not None and s_ids.shape == t_ids.shape and torch.equal(s_ids, t_ids):
+            return
+        names = ", ".join(sorted({t.name for t in token_terms}))
+        s_len = None if s_ids is None else int(inputs["attention_mask"][0].sum()) if "attention_mask" in inputs else s_ids.shape[1]
+        t_len = None if t_ids is None else int(teacher_inputs["attention_mask"][0].sum()) if "attention_mask" in teacher_inputs else t_ids.shape[1]
+        raise DistilTuneError(
+            f"teacher and student tokenise the text differently (first row: {t_len} vs {s_len} tokens), so the "
+            f"token-level term(s) {names} would compare misaligned positions",
+            "use sequence-level terms instead: pool: mean (or cls) on hidden_mse/hidden_cosine, or the relation terms "
+            "rkd_distance, rkd_angle, sp; or a student that shares the teacher's tokenizer (student: from_teacher)")
+
+    # ---- loss ----
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if not model.training:  # validation loss is the task loss
-            loss = self.terms["ce"](outputs, None, batch) if "ce" in self.terms else outputs.logits.sum() * 0
+            labels = inputs.pop("labels", None)
+            inputs = {k: v for k, v in inputs.items() if not k.startswith("teacher_")}
+            outputs = model(**inputs)
+            loss = self.terms["ce"](outputs, None, {"labels": labels}) if "ce" in self.terms else outputs.logits.sum() * 0
             return (loss, outputs) if return_outputs else loss
         vals = self.current_values()
-        needs_teacher = any(self.terms[n].needs_teacher and vals[f"weight_{n}"] > 0 for n, _ in self.objective)
-        teacher_out = self._teacher_out(inputs, cached, teacher_inputs) if needs_teacher else None
-        loss = outputs.logits.sum() * 0.0
-        for name, _ in self.objective:
-            w = vals[f"weight_{name}"]
-            if w == 0:
-                continue  # skip the work (e.g. the teacher forward) of a term that is switched off
-            value = self.terms[name](outputs, teacher_out, batch, temperature=vals["temperature"])
+        # skip the work (e.g. the teacher forward) of terms that are switched off right now
+        active = [key for key, *_ in self.objective if vals[f"weight_{key}"] != 0]
+        student_out, teacher_out, batch = self._forward_all(model, inputs, active)
+        batch["temperature"] = vals["temperature"]
+        loss = student_out.logits.sum() * 0.0
+        for key in active:
+            value = self.terms[key](student_out, teacher_out, batch)
             if not torch.isfinite(value):
-                raise NonFiniteLossError(name, self.state.global_step, get_last_checkpoint(self.args.output_dir)
+                raise NonFiniteLossError(key, self.state.global_step, get_last_checkpoint(self.args.output_dir)
                                          if _isdir(self.args.output_dir) else None)
-            self._sums[f"loss_{name}"] += float(value.detach())
-            loss = loss + w * value
+            self._sums[f"loss_{key}"] += float(value.detach())
+            loss = loss + vals[f"weight_{key}"] * value
         self._count += 1
-        return (loss, outputs) if return_outputs else loss
+        return (loss, student_out) if return_outputs else loss
 
     def log(self, logs: dict, *args, **kwargs) -> None:
         if "loss" in logs and self._count:
@@ -118,6 +210,21 @@ class DistillationTrainer(Trainer):
             self._sums.clear()
             self._count = 0
         super().log(logs, *args, **kwargs)
+
+
+def _normalise(entry) -> tuple[str, str, Weight, dict]:
+    """``(name, weight[, options])`` -> ``(key, name, weight_fn, options)``; ``options['key']``
+    names a second instance of the same term (e.g. two hidden_mse maps)."""
+    name, weight, *rest = entry
+    opts = dict(rest[0]) if rest else {}
+    key = opts.pop("key", name)
+    if isinstance(weight, (int, float)):
+        weight = Schedule("constant", float(weight))
+    return key, name, weight, opts
+
+
+def _has_build(term) -> bool:
+    return type(term).build is not LossTerm.build
 
 
 def _isdir(path) -> bool:

@@ -133,7 +133,7 @@ def test_nan_mid_training_keeps_last_good_checkpoint(tmp_path, base_models):
         class NanAfter3(LossTerm):
             step = 0
 
-            def forward(self, student_out, teacher_out, batch, temperature=1.0):
+            def forward(self, student_out, teacher_out, batch):
                 NanAfter3.step += 1
                 v = student_out.logits.float().pow(2).mean()
                 return v * float("nan") if NanAfter3.step > 3 else v

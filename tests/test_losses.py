@@ -1,4 +1,3 @@
-import math
 
 import numpy as np
 import pytest
@@ -85,17 +84,3 @@ def test_registry_rejects_duplicates_and_suggests_names():
     r = Registry("thing")
     r.register("a")(int)
     assert r.get("a") is int and "a" in r
-
-
-@pytest.mark.parametrize("name", LOSSES.names())
-def test_every_registered_term_contract(name):
-    """Same contract for every term: scalar, finite, zero when student == teacher == labels."""
-    from types import SimpleNamespace
-
-    term = LOSSES.get(name)()
-    logits = torch.tensor([[8.0, -8.0], [-8.0, 8.0]], requires_grad=True)
-    out = SimpleNamespace(logits=logits)
-    value = term(out, SimpleNamespace(logits=logits.detach()), {"labels": torch.tensor([0, 1])}, temperature=2.0)
-    assert value.dim() == 0 and math.isfinite(value.item()) and value.item() < 1e-3
-    value.backward()
-    assert torch.isfinite(logits.grad).all()

@@ -1,0 +1,161 @@
+"""Response-based terms: the task loss and losses between teacher and student logits."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import DistilTuneError
+from .base import IGNORE_INDEX, LossTerm, register_loss
+
+WEIGHTINGS = ("none", "confidence")
+
+
+# ---------- pure functions (logits are (batch, num_labels); one column = regression) ----------
+
+def kd_per_sample(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """``T² · KL(softmax(teacher/T) || softmax(student/T))`` per row, shape (batch,)."""
+    if student_logits.shape[-1] == 1:
+        return (student_logits.float() - teacher_logits.float()).pow(2).view(-1)
+    t = float(temperature)
+    log_p_s = F.log_softmax(student_logits.float() / t, dim=-1)
+    log_p_t = F.log_softmax(teacher_logits.float() / t, dim=-1)
+    return (log_p_t.exp() * (log_p_t - log_p_s)).sum(-1) * (t * t)
+
+
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Response-based KD (Hinton, Vinyals & Dean 2015, "Distilling the Knowledge in a Neural Network").
+
+    ``T² · KL(softmax(teacher/T) || softmax(student/T))`` with batchmean reduction. The T² factor
+    keeps gradient magnitudes comparable across temperatures (soft-target gradients scale 1/T²).
+    A single output column (regression) falls back to MSE.
+    """
+    return kd_per_sample(student_logits, teacher_logits, temperature).mean()
+
+
+def reverse_kl_per_sample(student_logits, teacher_logits, temperature) -> torch.Tensor:
+    """``T² · KL(student || teacher)``: mode-seeking (the student concentrates on the teacher's top
+    classes instead of covering all of them), as in MiniLLM (Gu et al. 2024, "MiniLLM: Knowledge
+    Distillation of Large Language Models")."""
+    t = float(temperature)
+    log_p_s = F.log_softmax(student_logits.float() / t, dim=-1)
+    log_p_t = F.log_softmax(teacher_logits.float() / t, dim=-1)
+    return (log_p_s.exp() * (log_p_s - log_p_t)).sum(-1) * (t * t)
+
+
+def js_per_sample(student_logits, teacher_logits, temperature) -> torch.Tensor:
+    """``T² · JS(teacher, student)``: symmetric and bounded by ``T² · ln 2``; the generalised JSD of
+    GKD (Agarwal et al. 2024, "On-Policy Distillation of Language Models") at beta = 0.5."""
+    t = float(temperature)
+    log_p_s = F.log_softmax(student_logits.float() / t, dim=-1)
+    log_p_t = F.log_softmax(teacher_logits.float() / t, dim=-1)
+    log_m = torch.logsumexp(torch.stack([log_p_s, log_p_t]), dim=0) - torch.log(torch.tensor(2.0))
+    kl_t = (log_p_t.exp() * (log_p_t - log_m)).sum(-1)
+    kl_s = (log_p_s.exp() * (log_p_s - log_m)).sum(-1)
+    return 0.5 * (kl_t + kl_s) * (t * t)
+
+
+def logit_mse_per_sample(student_logits, teacher_logits, temperature=None) -> torch.Tensor:
+    """Mean squared error between raw logits (Ba & Caruana 2014, "Do Deep Nets Really Need to be
+    Deep?"); the T -> infinity limit of KD, blind to the temperature."""
+    return (student_logits.float() - teacher_logits.float()).pow(2).mean(-1)
+
+
+def hard_label_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy on labelled rows (label != -100), or MSE for one output column (regression,
+    NaN = unlabeled). A batch with no labelled rows gives an exact zero that still has a graph."""
+    logits = logits.float()
+    if logits.shape[-1] == 1:
+        labels = labels.float().view(-1)
+        keep = torch.isfinite(labels)
+        if not keep.any():
+            return logits.sum() * 0.0
+        return F.mse_loss(logits.view(-1)[keep], labels[keep])
+    labels = labels.long()
+    if not (labels != IGNORE_INDEX).any():
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX)
+
+
+def teacher_confidence(teacher_logits: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+    """Per-row weight in [0, 1]: the teacher's probability of the true label on labelled rows (low
+    when it is wrong), its top probability on unlabeled rows (low when it is unsure). Dynamic KD
+    by teacher confidence, after Li et al. 2021 ("Dynamic Knowledge Distillation for Pre-trained
+    Language Models")."""
+    p = F.softmax(teacher_logits.float(), dim=-1)
+    w = p.max(-1).values
+    if labels is not None:
+        labels = labels.view(-1).long()
+        known = labels != IGNORE_INDEX
+        if known.any():
+            w = torch.where(known, p.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1), w)
+    return w.detach()
+
+
+def weighted_mean(per_sample: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    if weights is None:
+        return per_sample.mean()
+    return (per_sample * weights).sum() / weights.sum().clamp_min(1e-8)
+
+
+# ---------- registered terms ----------
+
+@register_loss("ce")
+class HardLabelTerm(LossTerm):
+    description = "cross-entropy on hard labels (MSE for regression); unlabeled rows are skipped"
+
+    def forward(self, student_out, teacher_out, batch):
+        labels = batch["labels"]
+        if labels is None or labels.shape[0] != student_out.logits.shape[0]:
+            got = None if labels is None else tuple(labels.shape)
+            raise DistilTuneError(f"loss term 'ce': labels {got} do not match logits {tuple(student_out.logits.shape)}",
+                                  "give one label per row (-100 for unlabeled rows)")
+        return hard_label_loss(student_out.logits, labels)
+
+
+class _LogitTerm(LossTerm):
+    """A teacher-vs-student logit divergence, optionally weighted per sample by teacher confidence."""
+
+    needs_teacher = True
+    per_sample = staticmethod(kd_per_sample)
+
+    def __init__(self, weighting: str = "none"):
+        super().__init__()
+        if weighting not in WEIGHTINGS:
+            raise DistilTuneError(f"loss term '{self.name}': weighting '{weighting}' is unknown",
+                                  f"use one of {', '.join(WEIGHTINGS)}")
+        self.weighting = weighting
+
+    def forward(self, student_out, teacher_out, batch):
+        s, t = student_out.logits, teacher_out.logits.detach()  # the teacher only teaches
+        if s.shape != t.shape:
+            raise DistilTuneError(f"loss term '{self.name}': student logits {tuple(s.shape)} vs teacher logits {tuple(t.shape)}",
+                                  "give teacher and student the same label set")
+        per = self.per_sample(s, t, batch.get("temperature", 1.0))
+        w = None
+        if self.weighting == "confidence" and s.shape[-1] > 1:
+            w = teacher_confidence(t, batch.get("labels"))
+        return weighted_mean(per, w)
+
+
+@register_loss("kd")
+class SoftTargetTerm(_LogitTerm):
+    description = "T^2 * KL(teacher/T || student/T), batchmean (Hinton et al. 2015); weighting: confidence = dynamic KD"
+    per_sample = staticmethod(kd_per_sample)
+
+
+@register_loss("reverse_kl")
+class ReverseKLTerm(_LogitTerm):
+    description = "T^2 * KL(student/T || teacher/T): mode-seeking (MiniLLM, Gu et al. 2024)"
+    per_sample = staticmethod(reverse_kl_per_sample)
+
+
+@register_loss("js")
+class JSTerm(_LogitTerm):
+    description = "T^2 * Jensen-Shannon divergence of teacher and student (GKD, Agarwal et al. 2024)"
+    per_sample = staticmethod(js_per_sample)
+
+
+@register_loss("logit_mse")
+class LogitMSETerm(_LogitTerm):
+    description = "MSE between raw logits (Ba & Caruana 2014); ignores the temperature"
+    per_sample = staticmethod(logit_mse_per_sample)
