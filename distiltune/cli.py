@@ -24,6 +24,7 @@ def _quiet_libraries():
     import transformers
 
     transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()  # per-file weight-loading bars; training bars are the Trainer's
     datasets.logging.set_verbosity_error()
 
 
@@ -65,9 +66,14 @@ def _evaluate(argv: list[str]) -> int:
 
 def _losses() -> int:
     from .losses import LOSSES
+    from .presets import PRESETS
 
+    print("loss terms (losses: [name, name:weight, {name: ..., weight: ..., <options>}]):")
     for name in LOSSES.names():
-        print(f"{name:<10} {LOSSES.get(name).description}")
+        print(f"  {name:<14} {LOSSES.get(name).description}")
+    print("presets (preset: <name>):")
+    for name, p in PRESETS.items():
+        print(f"  {name:<14} {p['about']}")
     return 0
 
 
@@ -79,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         for c, (h, _) in COMMANDS.items():
             print(f"  {c:<9} {h}")
         print("  evaluate  Evaluate model folders on the config's test split (metric, size, latency).")
-        print("  losses    List the registered loss terms.")
+        print("  losses    List the registered loss terms and presets.")
         return 0
     cmd, rest = argv[0], argv[1:]
     try:

@@ -76,6 +76,15 @@ def base_models(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def aligned_student(tmp_path_factory):
+    """Untrained student sharing the teacher's tokenizer (token-level terms line up): 32 wide,
+    2 layers, 4 heads — half the teacher's width, so feature terms need projections."""
+    d = tmp_path_factory.mktemp("aligned")
+    tiny_bert(d / "student", hidden=32, layers=2, heads=4, seed=3)
+    return str(d / "student")
+
+
+@pytest.fixture(scope="session")
 def trained_teacher(tmp_path_factory, task_files, base_models):
     """The tiny teacher fine-tuned on all 600 labelled training rows (via the CLI's finetune command)."""
     from distiltune.cli import main

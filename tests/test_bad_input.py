@@ -71,13 +71,31 @@ def cases(task_files, base_models, trained_teacher, tmp_path, bad_csvs):
                                     "strategy 'distill' needs a teacher"),
         "bad flag value": (["run", "--strategy", "distil"], "invalid choice: 'distil'"),
         "unknown command": (["distil"], "unknown command 'distil'.*did you mean 'distill'"),
+        "unknown loss name": (["run", *base_args(task_files, out, T, S), "--losses", "hiden_mse"],
+                              "unknown loss term 'hiden_mse'; did you mean 'hidden_mse'.*registered: "),
+        "unknown loss option": (["run", *base_args(task_files, out, T, S), "--losses", '{"name": "hidden_mse", "layer": "last"}'],
+                                "loss term 'hidden_mse' has no option 'layer'.*did you mean 'layers'"),
+        "layer index out of range": (["distill", *base_args(task_files, out, T, S), "--losses",
+                                      '{"name": "hidden_mse", "pool": "mean", "layers": "0:9"}'],
+                                     r"teacher layer 9 is out of range \(the teacher has 4 layers\)"),
+        "widths differ, no projection": (["distill", *base_args(task_files, out, T, S), "--losses",
+                                          '{"name": "hidden_mse", "pool": "mean", "projection": false}'],
+                                         r"student layer 0 has shape \(32,\) but teacher layer 1 has \(64,\) and projection is off"),
+        "module path not found": (["distill", *base_args(task_files, out, T, S), "--losses",
+                                   '{"name": "sp", "student_modules": ["bert.encoder.layr.1"], '
+                                   '"teacher_modules": ["bert.encoder.layer.3"]}'],
+                                  "student has no submodule 'bert.encoder.layr.1'.*bert.encoder.layer.1"),
+        "token terms across tokenizers": (["distill", *base_args(task_files, out, T, S), "--preset", "tinybert"],
+                                          "tokenizers differ.*attention_mse, embedding_mse, hidden_mse.*pool: mean"),
+        "unknown preset": (["run", "--preset", "tinybrt"], "invalid choice: 'tinybrt'"),
     }
 
 
 CASE_NAMES = ["misspelt text column", "missing label column", "label outside the set", "student label count",
               "student label names", "untrained teacher head", "unknown config key", "weight outside [0, 1]",
               "temperature <= 0", "empty split", "missing train file", "distill without teacher", "bad flag value",
-              "unknown command"]
+              "unknown command", "unknown loss name", "unknown loss option", "layer index out of range",
+              "widths differ, no projection", "module path not found", "token terms across tokenizers", "unknown preset"]
 
 
 @pytest.mark.parametrize("name", CASE_NAMES)
