@@ -9,16 +9,8 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
 from .errors import DistilTuneError
+from .features import ENCODERS
 
-# Where each supported encoder keeps its layer stack and how its config counts layers.
-ENCODER_LAYOUTS = {
-    "bert": ("encoder.layer", "num_hidden_layers"),
-    "roberta": ("encoder.layer", "num_hidden_layers"),
-    "xlm-roberta": ("encoder.layer", "num_hidden_layers"),
-    "mpnet": ("encoder.layer", "num_hidden_layers"),
-    "electra": ("encoder.layer", "num_hidden_layers"),
-    "distilbert": ("transformer.layer", "n_layers"),
-}
 DEMO_MODELS = {"demo:all-mpnet-base-v2": "demo_teacher_path", "demo:all-MiniLM-L6-v2": "demo_student_path"}
 
 
@@ -123,10 +115,10 @@ def count_params(model: nn.Module) -> int:
 
 def _layer_prefix(model) -> tuple[str, str]:
     mtype = model.config.model_type
-    if mtype not in ENCODER_LAYOUTS:
+    if mtype not in ENCODERS:
         raise DistilTuneError(f"building a student from a '{mtype}' teacher is not supported",
-                              f"use one of {', '.join(sorted(ENCODER_LAYOUTS))}, or name a pretrained student")
-    stack, attr = ENCODER_LAYOUTS[mtype]
+                              f"use one of {', '.join(sorted(ENCODERS))}, or name a pretrained student")
+    stack, attr, _ = ENCODERS[mtype]
     return f"{model.base_model_prefix}.{stack}", attr
 
 

@@ -12,7 +12,7 @@ from typing import Callable
 
 import torch
 from torch import nn
-from transformers import Trainer
+from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import get_last_checkpoint
 
 from . import features as FT
@@ -66,6 +66,8 @@ class DistillationTrainer(Trainer):
             raise DistilTuneError(f"loss terms {[k for k, t in self.terms.items() if t.needs_teacher]} need a teacher",
                                   "pass teacher=<model> (or a dataset with a teacher_logits column for logit terms)")
         self._setup_terms()
+        if self._term_params():
+            self.add_callback(_ZeroTermGrads(self.terms))
         # Our loss is already a per-batch mean; stop the Trainer rescaling by token counts.
         self.model_accepts_loss_kwargs = False
         self._sums: dict[str, float] = defaultdict(float)
@@ -210,6 +212,17 @@ class DistillationTrainer(Trainer):
             self._sums.clear()
             self._count = 0
         super().log(logs, *args, **kwargs)
+
+
+class _ZeroTermGrads(TrainerCallback):
+    """The Trainer zeroes only the model's gradients after each optimizer step; the terms'
+    projections must start every step from zero too (else their gradients pile up)."""
+
+    def __init__(self, terms: nn.Module):
+        self.terms = terms
+
+    def on_optimizer_step(self, args, state, control, **kwargs):
+        self.terms.zero_grad(set_to_none=True)
 
 
 def _normalise(entry) -> tuple[str, str, Weight, dict]:
