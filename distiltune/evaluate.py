@@ -40,9 +40,11 @@ def predict_logits(model, padder: "Padder", ds: Dataset, batch_size: int = 64, b
     """
     model.eval()
     device = next(model.parameters()).device
-    lengths = np.asarray(ds[f"{prefix}length"])
-    order = np.argsort(-lengths, kind="stable")
-    keys = [k for k in MODEL_KEYS if f"{prefix}{k}" in ds.column_names]
+    if f"{prefix}length" in ds.column_names:
+        order = np.argsort(-np.asarray(ds[f"{prefix}length"]), kind="stable")
+    else:  # fixed-size inputs (images): any order
+        order = np.arange(len(ds))
+    keys = [k for k in padder.keys if f"{prefix}{k}" in ds.column_names]
     cols = {k: ds[f"{prefix}{k}"] for k in keys}
     out = None
     for start in tqdm(range(0, len(order), batch_size), desc=desc, leave=False, disable=not progress):
@@ -60,11 +62,17 @@ def predict_logits(model, padder: "Padder", ds: Dataset, batch_size: int = 64, b
 class Padder:
     """Pads token rows with the right tokenizer for the prefix ('' = student, 'teacher_' = teacher)."""
 
+    keys = MODEL_KEYS
+
     def __init__(self, tokenizer, teacher_tokenizer=None):
         self.tokenizers = {"": tokenizer, "teacher_": teacher_tokenizer or tokenizer}
 
     def tokenizer_pad(self, rows, prefix=""):
         return dict(self.tokenizers[prefix].pad(rows, return_tensors="pt"))
+
+    def batch(self, rows: list[dict]) -> dict:
+        """Model inputs for dataset rows (the student's columns)."""
+        return self.tokenizer_pad([{k: r[k] for k in self.keys if k in r} for r in rows])
 
 
 @torch.inference_mode()
@@ -73,20 +81,19 @@ def measure_speeds(entries: dict, latency_samples: int = 100, batch_size: int = 
     """fp32 CPU latency at batch 1 (p50/p95 over ``latency_samples`` real rows) and throughput at
     ``batch_size``, for several models measured side by side.
 
-    ``entries`` maps a name to ``(model, tokenizer, tokenised dataset)``. The models take turns on
+    ``entries`` maps a name to ``(model, padder, dataset)``; ``padder.batch(rows)`` turns dataset rows
+    into model inputs (a :class:`Padder` for text). The models take turns on
     each row and each batch, so a slow phase of a shared machine hits all of them alike and their
     ratios stay meaningful. Each model gets 6 warm-up calls first; inputs are padded beforehand.
     """
     prepared = {}
-    for name, (model, tok, ds) in entries.items():
+    for name, (model, padder, ds) in entries.items():
         model.eval()
-        keys = [k for k in MODEL_KEYS if k in ds.column_names]
         n = min(len(ds), latency_samples)
         # Inputs are built before timing: latency is the model's forward pass, not the padding code.
-        singles = [tok.pad([{k: ds[i][k] for k in keys}], return_tensors="pt") for i in range(n)]
-        rows = [{k: ds[i % len(ds)][k] for k in keys} for i in range(batch_size * throughput_batches)]
-        batches = [tok.pad(rows[b * batch_size:(b + 1) * batch_size], return_tensors="pt")
-                   for b in range(throughput_batches)]
+        singles = [padder.batch([ds[i]]) for i in range(n)]
+        rows = [ds[i % len(ds)] for i in range(batch_size * throughput_batches)]
+        batches = [padder.batch(rows[b * batch_size:(b + 1) * batch_size]) for b in range(throughput_batches)]
 
         def run(batch, model=model):
             model(**batch)
@@ -108,7 +115,7 @@ def measure_speeds(entries: dict, latency_samples: int = 100, batch_size: int = 
             t0 = time.perf_counter()
             run(batches[b])
             spent[name] += time.perf_counter() - t0
-            done[name] += len(batches[b]["input_ids"])
+            done[name] += len(next(iter(batches[b].values())))
     return {name: {"latency_ms_p50": float(np.percentile(times[name], 50)),
                    "latency_ms_p95": float(np.percentile(times[name], 95)),
                    "throughput_sps": float(done[name] / spent[name]), "threads": torch.get_num_threads()}

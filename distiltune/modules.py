@@ -20,7 +20,7 @@ import os
 import re
 import shutil
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -43,7 +43,7 @@ def is_factory(spec: str) -> bool:
 
 
 def load_factory(spec: str, base_dir: str | None = None) -> Callable:
-    """The function ``spec`` names, importing its module (and only that) on first use.
+    """The function (or class) ``spec`` names, importing its module (and only that) on first use.
 
     A module name is looked up on ``sys.path`` plus the current folder and ``base_dir`` (the
     config file's folder); a ``.py`` path is relative to the current folder, then ``base_dir``.
@@ -65,13 +65,15 @@ def load_factory(spec: str, base_dir: str | None = None) -> Callable:
 
 @contextlib.contextmanager
 def _on_sys_path(dirs: list[str]):
-    """Put ``dirs`` first on ``sys.path`` for one import, then restore it."""
-    saved = list(sys.path)
-    sys.path[:0] = [d for d in dirs if d and d not in sys.path]
+    """Put ``dirs`` first on ``sys.path`` for one import, then take out what we added (only that)."""
+    added = [d for d in dict.fromkeys(dirs) if d and d not in sys.path]
+    sys.path[:0] = added
     try:
         yield
     finally:
-        sys.path[:] = saved
+        for d in added:
+            if d in sys.path:
+                sys.path.remove(d)
 
 
 def _import_module(name: str, base_dir: str | None):
@@ -134,6 +136,10 @@ class ModuleClassifier(nn.Module):
         self.num_labels = len(self.label_names) if self.label_names is not None else num_labels
         self.factory = factory
         self.factory_kwargs = dict(factory_kwargs or {})
+
+    @property
+    def main_input_name(self) -> str:  # what transformers calls the input (e.g. to count inputs seen)
+        return self.input_name
 
     def forward(self, labels: torch.Tensor | None = None, **inputs) -> SequenceClassifierOutput:
         if self.input_name not in inputs:
@@ -253,4 +259,4 @@ def load_module(path: str, base_dir: str | None = None) -> ModuleClassifier:
     if problem:
         raise DistilTuneError(f"the weights in '{path}' do not fit the network '{meta['factory']}' builds now ({problem})",
                               "use the factory code and arguments the network was saved with")
-    return model
+    return model.eval()  # as from_pretrained does; the trainer switches to train mode itself

@@ -69,7 +69,7 @@ class Pipeline:
         os.makedirs(args.output_dir, exist_ok=True)
         with open(stamp, "w") as f:
             f.write(fp)
-        collator = DistillCollator(tokenizer, teacher_tokenizer, regression=self.data.task_type == "regression")
+        collator = self._collator(tokenizer, teacher_tokenizer)
         evaluating = str(getattr(args.eval_strategy, "value", args.eval_strategy)) != "no"
         trainer = DistillationTrainer(model=model, args=args, train_dataset=train_ds, data_collator=collator,
                                       processing_class=tokenizer, teacher=teacher, objective=objective,
@@ -91,8 +91,8 @@ class Pipeline:
         path = os.path.join(self.out, name)
         with open(os.path.join(self.out, "config.yaml")) as f:  # the resolved run config travels with the model
             config_text = f.read()
-        M.save_model(model, tokenizer, path, model_card(name, how, self.cfg, self.data),
-                     {"distiltune_config.yaml": config_text})
+        self._write_model(model, tokenizer, path, model_card(name, how, self.cfg, self.data),
+                          {"distiltune_config.yaml": config_text})
         for stage in stages or (name,):
             shutil.rmtree(os.path.join(self.out, "checkpoints", stage), ignore_errors=True)
         return path
@@ -100,6 +100,29 @@ class Pipeline:
     def _tok(self, ds, tokenizer, prefix=""):
         limit = tokenizer.model_max_length if 0 < tokenizer.model_max_length < 100_000 else self.cfg.max_length
         return tokenize(ds, tokenizer, self.data.text_columns, min(self.cfg.max_length, limit), prefix)
+
+    # ------------------------------------------------------------------ model kind
+    # Text transformers here; ModulePipeline overrides these for any nn.Module.
+    def _load_model(self, name: str, role: str):
+        """(model, tokenizer, head_trained) for a teacher/student reference."""
+        tok = M.load_tokenizer(name)
+        model, trained = M.load_classifier(name, self.data.label_names, role)
+        return model, tok, trained
+
+    def _load_trained(self, path: str, role: str):
+        return M.load_classifier(path, self.data.label_names, role)[0]
+
+    def _write_model(self, model, tokenizer, path: str, card: str, extra: dict) -> None:
+        M.save_model(model, tokenizer, path, card, extra)
+
+    def _collator(self, tokenizer, teacher_tokenizer=None):
+        return DistillCollator(tokenizer, teacher_tokenizer, regression=self.data.task_type == "regression")
+
+    def _padder(self, tokenizer, teacher_tokenizer=None):
+        return Padder(tokenizer, teacher_tokenizer)
+
+    def _same_tokenizer(self, a, b) -> bool:
+        return M.same_tokenizer(a, b)
 
     # ------------------------------------------------------------------ stages
     def check_inputs(self):
@@ -117,8 +140,7 @@ class Pipeline:
         self.teacher_fp = None  # identifies the teacher for stages that depend on it
         if not cfg.teacher:
             return None, None, None
-        tok = M.load_tokenizer(cfg.teacher)
-        model, trained = M.load_classifier(cfg.teacher, self.data.label_names, "teacher")
+        model, tok, trained = self._load_model(cfg.teacher, "teacher")
         if cfg.finetune_teacher == "no" and not trained:
             raise DistilTuneError(
                 f"the teacher '{cfg.teacher}' has an untrained classifier head (freshly initialised), so its soft labels are noise",
@@ -133,7 +155,7 @@ class Pipeline:
         self.teacher_how = f"{cfg.teacher} fine-tuned on {len(self.data.train)} labelled rows, {cfg.teacher_num_train_epochs:g} epochs"
         if self.book.done("teacher", fp, path):
             print(f"[distiltune] reusing the fine-tuned teacher in {path} (inputs unchanged)")
-            model, _ = M.load_classifier(path, self.data.label_names, "teacher")
+            model = self._load_trained(path, "teacher")
             self.timings["teacher"] = self.book.info("teacher").get("seconds", 0.0)
             return model, tok, path
         print(f"[distiltune] fine-tuning the teacher on {len(self.data.train)} labelled rows")
@@ -154,10 +176,8 @@ class Pipeline:
             tok = self.teacher_tok
             how = f"layers {student.config.distiltune_teacher_layers} of the teacher"
         else:
-            name = cfg.student
-            student, _ = M.load_classifier(name, self.data.label_names, "student")
-            tok = M.load_tokenizer(name)
-            how = f"pretrained {name}"
+            student, tok, _ = self._load_model(cfg.student, "student")
+            how = f"pretrained {cfg.student}"
         return student, tok, how
 
     def distill_train_set(self, teacher, s_tok, live: bool = False):
@@ -176,7 +196,7 @@ class Pipeline:
             t0 = time.perf_counter()
             t_ds = self._tok(rows, self.teacher_tok, prefix="teacher_")
             print(f"[distiltune] teacher labels {len(rows)} rows (once; reused every epoch)")
-            logits = predict_logits(teacher, Padder(s_tok, self.teacher_tok), t_ds, batch_size=64,
+            logits = predict_logits(teacher, self._padder(s_tok, self.teacher_tok), t_ds, batch_size=64,
                                     bf16=cfg.bf16, desc="teacher logits", prefix="teacher_",
                                     progress=not cfg.disable_tqdm)
             os.makedirs(os.path.dirname(cache), exist_ok=True)
@@ -191,7 +211,7 @@ class Pipeline:
         tokenisation; attention-map terms need eager attention (SDPA returns no maps)."""
         objectives = self.cfg.objectives
         every = objectives["intermediate"] + objectives["main"]
-        self.same_tokenizer = M.same_tokenizer(s_tok, self.teacher_tok)
+        self.same_tokenizer = self._same_tokenizer(s_tok, self.teacher_tok)
         if not self.same_tokenizer and needs(every, "token_level"):
             names = sorted({n for n, _, o in every if needs([(n, None, o)], "token_level")})
             raise DistilTuneError(
@@ -207,13 +227,14 @@ class Pipeline:
 
     def evaluate_model(self, name, model, tok, path) -> dict:
         test = self._tok(self.data.test, tok)
-        logits = predict_logits(model, Padder(tok), test, bf16=self.cfg.bf16, desc=f"evaluating {name}",
+        padder = self._padder(tok)
+        logits = predict_logits(model, padder, test, bf16=self.cfg.bf16, desc=f"evaluating {name}",
                                 progress=not self.cfg.disable_tqdm)
         labels = np.asarray(test["labels"])
         metrics = task_metrics(logits, labels, self.data.task_type)
         return {"metric": metrics[self.data.metric], **metrics, "params": M.count_params(model),
                 "size_mb": round(M.model_size_mb(path), 2) if path and os.path.isdir(path) else None,
-                "path": path, "_speed_input": (model, tok, test)}
+                "path": path, "_speed_input": (model, padder, test)}
 
     def measure(self, results: dict) -> dict:
         """Speed of all evaluated models, side by side (fp32 on CPU, as deployed without export)."""
@@ -244,7 +265,7 @@ class Pipeline:
         student_path = os.path.join(self.out, "student")
         if self.book.done("student", fp, student_path):
             print(f"[distiltune] reusing the student in {student_path} (inputs unchanged)")
-            student, _ = M.load_classifier(student_path, data.label_names, "student")
+            student = self._load_trained(student_path, "student")
         elif cfg.strategy == "finetune":
             M.freeze(student0, cfg.freeze_embeddings, cfg.freeze_layers)
             student = self._train("student", fp, student0, s_tok, self._tok(data.train, s_tok), finetune_objective(),
@@ -283,7 +304,7 @@ class Pipeline:
             init = self.teacher_fp if cfg.student == "from_teacher" else cfg.student
             bfp = self._train_fp(init, cfg.student_layers, epochs, cfg.learning_rate, data.fingerprint(("train",)))
             if self.book.done("baseline_student", bfp, baseline_path):
-                baseline, _ = M.load_classifier(baseline_path, data.label_names, "baseline student")
+                baseline = self._load_trained(baseline_path, "baseline student")
             else:
                 baseline = self._train("baseline_student", bfp, baseline_init, s_tok, self._tok(data.train, s_tok),
                                        finetune_objective(), epochs, cfg.learning_rate)

@@ -38,9 +38,10 @@ def cnn_teacher(num_labels: int = 10) -> CNN:
     return CNN((32, 64, 128), (False, True, True), num_labels)
 
 
-def cnn_student(num_labels: int = 10) -> CNN:
-    """Two blocks, 8 -> 16 channels, maps 8x8 -> 4x4: a few percent of the teacher's parameters."""
-    return CNN((8, 16), (False, True), num_labels)
+def cnn_student(num_labels: int = 10, width: int = 16) -> CNN:
+    """Two blocks, ``width // 2`` -> ``width`` channels, maps 8x8 -> 4x4: at width 16, 4% of the
+    teacher's parameters."""
+    return CNN((width // 2, width), (False, True), num_labels)
 
 
 def mlp_student(num_labels: int = 10, hidden: int = 32) -> nn.Sequential:
