@@ -33,6 +33,8 @@ class DataArguments:
     test_file: str | None = _f(None, "Local test file; a seeded split of train is used when absent.")
     unlabeled_file: str | None = _f(None, "Local file of unlabeled text the student learns from through the teacher alone.")
     text_column: str = _f("text", "Column holding the text (first sentence for pairs).")
+    input_column: str | None = _f(None, "For any nn.Module (not text): the dataset column fed to the network, e.g. "
+                                        "pixel_values; teacher/student are then factories 'file.py:function'.")
     text_pair_column: str | None = _f(None, "Second sentence column for sentence-pair tasks (GLUE-style), else none.")
     label_column: str = _f("label", "Column holding the label (class name/id, or a number for regression).")
     task_type: str = _f("auto", "'classification', 'regression', or 'auto' (float labels mean regression).",

@@ -84,7 +84,11 @@ def _has_no_rows(path: str, ext: str) -> bool:
 
 def _load_sources(cfg) -> tuple[DatasetDict, Dataset | None]:
     splits: dict[str, Dataset] = {}
-    if cfg.dataset_name and cfg.dataset_name.startswith("demo:"):
+    from .modules import is_factory
+
+    if cfg.dataset_name and is_factory(cfg.dataset_name):
+        splits.update(_from_factory(cfg.dataset_name))
+    elif cfg.dataset_name and cfg.dataset_name.startswith("demo:"):
         if cfg.dataset_name != "demo:rotten_tomatoes":
             raise DistilTuneError(f"unknown demo dataset '{cfg.dataset_name}'", "use demo:rotten_tomatoes")
         from .assets import load_rotten_tomatoes
@@ -112,6 +116,18 @@ def _load_sources(cfg) -> tuple[DatasetDict, Dataset | None]:
     return DatasetDict(splits), unlabeled
 
 
+def _from_factory(spec: str) -> dict[str, Dataset]:
+    """``dataset_name: file.py:function``: the function returns a DatasetDict (or a dict of
+    Datasets) with a train split and optionally validation/test."""
+    from .modules import load_factory
+
+    dd = load_factory(spec)()
+    if not isinstance(dd, (dict, DatasetDict)) or "train" not in dd or not all(isinstance(v, Dataset) for v in dd.values()):
+        raise DistilTuneError(f"dataset factory '{spec}' returned {type(dd).__name__}, not a DatasetDict with a train split",
+                              "return datasets.DatasetDict({'train': ..., 'validation': ..., 'test': ...})")
+    return {k: v for k, v in dd.items() if k in ("train", "validation", "test")}
+
+
 def _labels_hidden(ds: Dataset, col: str, split: str) -> bool:
     if split == "train" or col not in ds.column_names:
         return False
@@ -132,7 +148,7 @@ def _check_columns(ds: Dataset, columns: list[str], split: str) -> None:
             near = difflib.get_close_matches(col, ds.column_names, n=1)
             hint = f"did you mean '{near[0]}'? " if near else ""
             raise DistilTuneError(f"column '{col}' is missing from the {split} data (columns: {', '.join(ds.column_names)})",
-                                  f"{hint}set text_column / text_pair_column / label_column to existing columns")
+                                  f"{hint}set text_column / text_pair_column / input_column / label_column to existing columns")
 
 
 def _label_space(train: Dataset, cfg) -> tuple[str, list[str] | None]:
@@ -196,7 +212,8 @@ def _split_size(size: float, n: int) -> int:
 def load_task_data(cfg) -> TaskData:
     """Read, check and split the data described by ``cfg``; raises DistilTuneError on bad input."""
     dd, unlabeled = _load_sources(cfg)
-    text_cols = [cfg.text_column] + ([cfg.text_pair_column] if cfg.text_pair_column else [])
+    text = not getattr(cfg, "input_column", None)
+    text_cols = ([cfg.text_column] + ([cfg.text_pair_column] if cfg.text_pair_column else [])) if text else [cfg.input_column]
     for split, ds in dd.items():
         if len(ds) == 0:
             raise DistilTuneError(f"the {split} split is empty", f"give a {split} file with at least one row")
@@ -224,7 +241,8 @@ def load_task_data(cfg) -> TaskData:
     enc = {}
     for split, ds in (("train", train), ("validation", dd["validation"]), ("test", dd["test"])):
         ds = ds.select_columns(keep)
-        ds = ds.filter(lambda r: all(isinstance(r[c], str) and r[c].strip() for c in text_cols))
+        if text:
+            ds = ds.filter(lambda r: all(isinstance(r[c], str) and r[c].strip() for c in text_cols))
         if len(ds) == 0:
             raise DistilTuneError(f"the {split} split has no rows with text in {text_cols}", "check text_column")
         enc[split] = _encode_labels(ds, cfg, task, names, split)

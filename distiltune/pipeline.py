@@ -194,10 +194,11 @@ class Pipeline:
         logits = np.load(cache) if self.book.done("teacher_logits", fp, cache) else None
         if logits is None or len(logits) != len(ds):
             t0 = time.perf_counter()
-            t_ds = self._tok(rows, self.teacher_tok, prefix="teacher_")
+            prefix = "" if self.same_tokenizer else "teacher_"  # shared tokenisation: read the student's columns
+            t_ds = ds if self.same_tokenizer else self._tok(rows, self.teacher_tok, prefix="teacher_")
             print(f"[distiltune] teacher labels {len(rows)} rows (once; reused every epoch)")
             logits = predict_logits(teacher, self._padder(s_tok, self.teacher_tok), t_ds, batch_size=64,
-                                    bf16=cfg.bf16, desc="teacher logits", prefix="teacher_",
+                                    bf16=cfg.bf16, desc="teacher logits", prefix=prefix,
                                     progress=not cfg.disable_tqdm)
             os.makedirs(os.path.dirname(cache), exist_ok=True)
             np.save(cache + ".tmp.npy", logits)
@@ -221,7 +222,7 @@ class Pipeline:
                 "or student: from_teacher (shares the teacher's tokenizer)")
         if needs(every, "reads_attentions"):
             for model in (teacher, student):
-                if getattr(model.config, "_attn_implementation", "eager") != "eager":
+                if hasattr(model, "config") and getattr(model.config, "_attn_implementation", "eager") != "eager":
                     model.set_attn_implementation("eager")  # attention maps need it; saved models keep the default
         return objectives
 
@@ -338,23 +339,26 @@ class Pipeline:
 
 def run_pipeline(cfg: DistillConfig, overwrite: bool = False, resume: bool = False) -> dict:
     """Run the configured pipeline; returns the report dict (also written to ``output_dir``)."""
-    return Pipeline(cfg, overwrite=overwrite, resume=resume).run()
+    from .module_pipeline import pipeline_class
+
+    return pipeline_class(cfg)(cfg, overwrite=overwrite, resume=resume).run()
 
 
 def evaluate_models(cfg: DistillConfig, model_dirs: list[str], overwrite: bool = False, resume: bool = False) -> dict:
     """``distiltune evaluate``: the config's teacher (if any) and each model folder on the test split."""
     # Its own folder: evaluating <run>/student never touches the run that made it.
-    p = Pipeline(cfg, overwrite=overwrite, resume=resume, out=os.path.join(cfg.output_dir, "evaluation"))
+    from .module_pipeline import pipeline_class
+
+    p = pipeline_class(cfg)(cfg, overwrite=overwrite, resume=resume, out=os.path.join(cfg.output_dir, "evaluation"))
     p.data = load_task_data(cfg)
     results = {}
     todo = ([("teacher", cfg.teacher)] if cfg.teacher else []) + [
         ("student" if i == 0 else f"model_{i}", d) for i, d in enumerate(model_dirs)]
     for name, path in todo:
-        model, trained = M.load_classifier(path, p.data.label_names, name)
+        model, tok, trained = p._load_model(path, name)
         if not trained:
-            raise DistilTuneError(f"'{path}' has an untrained classifier head; its predictions would be noise",
-                                  "evaluate a fine-tuned model folder (e.g. <output_dir>/student)")
-        tok = M.load_tokenizer(path)
+            raise DistilTuneError(f"'{path}' is untrained (a fresh classifier head or network); its predictions would be noise",
+                                  "evaluate a trained model folder (e.g. <output_dir>/student)")
         results[name] = p.evaluate_model(name, model, tok, M.resolve_path(path))
     p.measure(results)
     save_config(cfg, os.path.join(p.out, "config.yaml"))

@@ -122,3 +122,17 @@ def test_sdpa_attention_gets_a_clear_error():
     m.set_attn_implementation("sdpa")
     with pytest.raises(DistilTuneError, match="attn_implementation='eager'"):
         FT.forward(m, {"input_ids": torch.randint(5, 30, (2, 6))}, attentions=True, role="student")
+
+
+def test_vector_paired_with_a_feature_map_is_refused():
+    mlp = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 3))
+    cnn = TinyCNN(8)
+    term = build_term("hint", student_modules=["1"], teacher_modules=["features.3"])
+    term.setup(mlp, cnn)
+    x = torch.randn(4, 1, 8, 8)
+    with FT.FeatureCapture(mlp, ["1"]) as cs:
+        mlp(x)
+    with FT.FeatureCapture(cnn, ["features.3"]) as ct:
+        cnn(x)
+    with pytest.raises(DistilTuneError, match=r"module '1' \(16,\) and teacher module 'features.3' \(8, 8, 8\) are different kinds"):
+        term.build(FT.Outputs(logits=None, modules=cs.outputs), FT.Outputs(logits=None, modules=ct.outputs))

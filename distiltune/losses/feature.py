@@ -121,6 +121,11 @@ class FeaturePairs(LossTerm):
         """Create projections from one sample batch's shapes (before the optimizer is made)."""
         for s_key, t_keys in self.pairs:
             s, t = self._prepared(self._get(student_out, s_key), self._get(teacher_out, t_keys[0]), student_out, teacher_out)
+            if s.dim() != t.dim():
+                raise DistilTuneError(
+                    f"loss term '{self.name}': student {self._label(s_key)} {tuple(s.shape[1:])} and teacher "
+                    f"{self._label(t_keys[0])} {tuple(t.shape[1:])} are different kinds of feature (e.g. a vector and a map)",
+                    "pair features of the same kind, or use a relation term (sp, rkd_distance) that compares examples instead")
             proj = make_projection(s, t)
             if proj is not None and not self.projection:
                 raise DistilTuneError(
@@ -132,7 +137,7 @@ class FeaturePairs(LossTerm):
                     f"loss term '{self.name}': student {self._label(s_key)} {tuple(s.shape[1:])} cannot be compared with "
                     f"teacher {self._label(t_keys[0])} {tuple(t.shape[1:])}", "pair features whose last dimension can be projected")
             if proj is not None:
-                self.proj[str(s_key).replace(".", "/")] = proj.to(s.device)
+                self.proj[str(s_key).replace(".", "/")] = proj.to(s.device)  # ModuleDict keys cannot hold dots
 
     @staticmethod
     def _spatial_only(s, t):
@@ -148,9 +153,9 @@ class FeaturePairs(LossTerm):
         return s, t
 
     def _project(self, s_key, s, t):
-        proj = self.proj[str(s_key).replace(".", "/")] if str(s_key).replace(".", "/") in self.proj else None
-        if proj is not None:
-            s = proj(s.to(next(proj.parameters()).dtype)) if s.dim() == 4 else proj(s.to(proj.weight.dtype))
+        key = str(s_key).replace(".", "/")  # ModuleDict keys cannot hold dots
+        if key in self.proj:
+            s = self.proj[key](s.to(self.proj[key].weight.dtype))
         if s.dim() == 4 and s.shape[-2:] != t.shape[-2:]:
             s = F.adaptive_avg_pool2d(s, t.shape[-2:])  # FitNets needs equal maps; pool the student's to the teacher's
         return s

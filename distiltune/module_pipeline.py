@@ -1,0 +1,96 @@
+"""The same pipeline for any ``torch.nn.Module``: teacher and student are factories
+(``examples/digits/models.py:cnn_teacher``) or networks saved by a previous run, the data is a
+column of tensors (``input_column``) instead of text. Only what depends on the kind of model
+differs from :class:`~distiltune.pipeline.Pipeline`: loading, saving, batching."""
+from __future__ import annotations
+
+import torch
+
+from . import modules as MD
+from .errors import DistilTuneError
+from .pipeline import Pipeline
+
+
+class TensorPadder:
+    """The text :class:`~distiltune.evaluate.Padder`'s role for tensor inputs: stack a column."""
+
+    def __init__(self, input_name: str):
+        self.keys = (input_name,)
+        self.input_name = input_name
+
+    def tokenizer_pad(self, rows: list[dict], prefix: str = "") -> dict:
+        return {self.input_name: torch.as_tensor([r[self.input_name] for r in rows], dtype=torch.float32)}
+
+    def batch(self, rows: list[dict]) -> dict:
+        return self.tokenizer_pad(rows)
+
+
+class ModulePipeline(Pipeline):
+    def check_inputs(self):
+        super().check_inputs()
+        cfg = self.cfg
+        if cfg.student == "from_teacher":
+            raise DistilTuneError("student: from_teacher copies transformer layers, which a plain nn.Module teacher does not have",
+                                  "name a student factory, e.g. student: examples/digits/models.py:cnn_student")
+        if cfg.freeze_embeddings or cfg.freeze_layers:
+            raise DistilTuneError("freeze_embeddings / freeze_layers apply to transformer encoders only",
+                                  "freeze parameters inside your factory (requires_grad_(False)) instead")
+        for role in ("teacher", "student"):
+            name = getattr(cfg, role)
+            if name and not (MD.is_factory(name) or MD.is_module_dir(name)):
+                raise DistilTuneError(f"with input_column set, the {role} must be a factory 'file.py:function' or a "
+                                      f"network saved by distiltune, not '{name}'",
+                                      f"set {role}: examples/digits/models.py:cnn_{role} (or unset input_column for text)")
+
+    def _args(self, stage: str, **changes):
+        # length grouping is for token sequences; tensor inputs all have one size
+        if self.cfg.train_sampling_strategy == "group_by_length":
+            changes.setdefault("train_sampling_strategy", "random")
+        return super()._args(stage, **changes)
+
+    def _load_model(self, name: str, role: str):
+        if MD.is_module_dir(name):
+            return self._load_trained(name, role), None, True
+        model = MD.build_module(name, input_name=self.cfg.input_column, label_names=self.data.label_names)
+        return model, None, False  # a factory builds an untrained network
+
+    def _load_trained(self, path: str, role: str):
+        model = MD.load_module(path)
+        if model.label_names is not None and self.data.label_names is not None and model.label_names != self.data.label_names:
+            raise DistilTuneError(f"the {role} in '{path}' predicts labels {model.label_names}, the data has {self.data.label_names}",
+                                  f"use a {role} trained on this label set")
+        return model
+
+    def _write_model(self, model, tokenizer, path, card, extra) -> None:
+        MD.save_module(model, path, card, extra)
+
+    def _collator(self, tokenizer, teacher_tokenizer=None):
+        return MD.ModuleCollator(self.cfg.input_column, regression=self.data.task_type == "regression")
+
+    def _padder(self, tokenizer, teacher_tokenizer=None):
+        return TensorPadder(self.cfg.input_column)
+
+    def _same_tokenizer(self, a, b) -> bool:
+        return True  # both read the same tensor column
+
+    def _tok(self, ds, tokenizer, prefix=""):
+        return ds  # nothing to tokenise
+
+    def _check_heads(self, teacher, student):
+        if teacher is not None and student is not None and teacher.num_labels != student.num_labels:
+            raise DistilTuneError(f"teacher has {teacher.num_labels} outputs but student has {student.num_labels}",
+                                  "build both with the data's number of labels")
+
+
+def pipeline_class(cfg) -> type[Pipeline]:
+    """Text transformers, or any nn.Module when the config names an input column."""
+    if cfg.input_column:
+        return ModulePipeline
+    for role in ("teacher", "student"):
+        name = getattr(cfg, role)
+        if name and MD.is_factory(name):
+            raise DistilTuneError(f"the {role} '{name}' is a network factory, but input_column is not set",
+                                  "set input_column to the dataset column the network reads (e.g. pixel_values)")
+    return Pipeline
+
+
