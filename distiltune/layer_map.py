@@ -14,7 +14,7 @@ PRESETS = ("uniform", "last", "skip", "dynamic")
 def uniform(n_student: int, n_teacher: int) -> list[tuple[int, list[int]]]:
     """Spread student layers evenly over the teacher's, ending on the last (TinyBERT's g(m) = m·N/M):
     6 over 12 -> 1, 3, 5, 7, 9, 11."""
-    return [(i, [round((i + 1) * n_teacher / n_student) - 1]) for i in range(n_student)]
+    return [(i, [max((i + 1) * n_teacher // n_student - 1, 0)]) for i in range(n_student)]
 
 
 def last(n_student: int, n_teacher: int) -> list[tuple[int, list[int]]]:

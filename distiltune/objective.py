@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
 
 from .errors import DistilTuneError
 from .losses import LOSSES, build_term
@@ -64,7 +65,7 @@ def _weight(entry: dict, unit: str):
         raise DistilTuneError(f"loss term '{name}': weight_schedule '{kind}' is not supported here",
                               "use constant, linear or cosine")
     for v in (start, end):
-        if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0):
+        if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0):
             raise DistilTuneError(f"loss term '{name}': weight {v!r} must be a number >= 0", "give a non-negative weight")
     return Schedule(kind=kind, start=float(start), end=None if end is None else float(end), unit=unit)
 
@@ -76,7 +77,8 @@ def build_objectives(cfg) -> dict[str, list[tuple]]:
             (cfg.logit_loss, w, {"weighting": cfg.kd_weighting} if cfg.kd_weighting != "none" else {})]
     stages = {"intermediate": [], "main": main}
     keys = {"main": {"ce", cfg.logit_loss}, "intermediate": set()}
-    for raw in preset_losses(cfg.preset) + list(cfg.losses or []):
+    extra = [cfg.losses] if isinstance(cfg.losses, (str, dict)) else list(cfg.losses or [])
+    for raw in preset_losses(cfg.preset) + extra:
         entry = parse_entry(raw)
         name = entry["name"]
         if name not in LOSSES:

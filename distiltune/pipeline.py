@@ -82,6 +82,14 @@ class Pipeline:
         self.timings[stage] = time.perf_counter() - t0
         return trainer.model
 
+    def _resuming(self, stage: str, fp: str) -> bool:
+        """Whether --resume will continue ``stage`` from a checkpoint made with the same inputs
+        (then the stages before it need not run again)."""
+        ckpt = os.path.join(self.out, "checkpoints", stage)
+        stamp = os.path.join(ckpt, "fingerprint")
+        return (self.resume and os.path.isfile(stamp) and open(stamp).read() == fp
+                and get_last_checkpoint(ckpt) is not None)
+
     def _compute_metrics(self, pred) -> dict:
         """Validation metrics during training (when eval_strategy is set): same code as the final evaluation."""
         return task_metrics(np.asarray(pred.predictions), np.asarray(pred.label_ids), self.data.task_type)
@@ -220,11 +228,19 @@ class Pipeline:
                 "misaligned token positions",
                 "use sequence-level terms: pool: mean (or cls) on hidden_mse/hidden_cosine, or rkd_distance, rkd_angle, sp; "
                 "or student: from_teacher (shares the teacher's tokenizer)")
+        self._attn_restore = []
         if needs(every, "reads_attentions"):
             for model in (teacher, student):
-                if hasattr(model, "config") and getattr(model.config, "_attn_implementation", "eager") != "eager":
+                impl = getattr(getattr(model, "config", None), "_attn_implementation", "eager")
+                if impl != "eager":
                     model.set_attn_implementation("eager")  # attention maps need it; saved models keep the default
+                    self._attn_restore.append((model, impl))
         return objectives
+
+    def restore_attention(self):
+        """Back to the models' own attention implementation, so they are timed as deployed."""
+        for model, impl in getattr(self, "_attn_restore", []):
+            model.set_attn_implementation(impl)
 
     def evaluate_model(self, name, model, tok, path) -> dict:
         test = self._tok(self.data.test, tok)
@@ -274,9 +290,9 @@ class Pipeline:
             self._save(student, s_tok, "student", f"{init_how}, fine-tuned on {len(data.train)} labelled rows")
         else:
             objectives = self.prepare_terms(teacher, student0, s_tok)
-            live = not all(logits_only(objectives["main"]))
+            live = not all(logits_only(objectives["intermediate"] + objectives["main"]))
             train_set = self.distill_train_set(teacher, s_tok, live=live)
-            if objectives["intermediate"] and cfg.intermediate_epochs > 0:
+            if objectives["intermediate"] and cfg.intermediate_epochs > 0 and not self._resuming("distill", fp):
                 print(f"[distiltune] intermediate stage: {', '.join(n for n, *_ in objectives['intermediate'])} "
                       f"for {cfg.intermediate_epochs:g} epochs")
                 student0 = self._train("intermediate", fp, student0, s_tok, train_set, objectives["intermediate"],
@@ -293,6 +309,7 @@ class Pipeline:
                 student = self._train("student_finetune", fp, student, s_tok, self._tok(data.train, s_tok),
                                       finetune_objective(), cfg.final_finetune_epochs, cfg.learning_rate)
                 how += f"; then {cfg.final_finetune_epochs:g} hard-label epochs"
+            self.restore_attention()
             self._save(student, s_tok, "student", how, stages=("intermediate", "distill", "student_finetune"))
         if "student" in self.timings or "distill" in self.timings:
             self.book.mark("student", fp, seconds=sum(self.timings.get(k, 0) for k in

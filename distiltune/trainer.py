@@ -62,9 +62,11 @@ class DistillationTrainer(Trainer):
             teacher.eval()
             teacher.requires_grad_(False)  # no gradient state for the teacher
             teacher.to(self.args.device)
-        if any(t.needs_teacher for t in self.terms.values()) and teacher is None and not self._has_cache():
-            raise DistilTuneError(f"loss terms {[k for k, t in self.terms.items() if t.needs_teacher]} need a teacher",
-                                  "pass teacher=<model> (or a dataset with a teacher_logits column for logit terms)")
+        if teacher is None:
+            live = [k for k, t in self.terms.items() if t.needs_teacher and not (t.uses_logits_only and self._has_cache())]
+            if live:
+                raise DistilTuneError(f"loss terms {live} need the teacher model", "pass teacher=<model> (a teacher_logits "
+                                      "column in the dataset can stand in for it only for logit terms)")
         self._setup_terms()
         if self._term_params():
             self.add_callback(_ZeroTermGrads(self.terms))
@@ -215,11 +217,21 @@ class DistillationTrainer(Trainer):
 
 
 class _ZeroTermGrads(TrainerCallback):
-    """The Trainer zeroes only the model's gradients after each optimizer step; the terms'
-    projections must start every step from zero too (else their gradients pile up)."""
+    """The Trainer handles the model's gradients only. The terms' projections live outside the
+    (DDP-wrapped) model: average their gradients across processes before each step, so every
+    rank keeps the same projection, and zero them after it (else they pile up across steps)."""
 
     def __init__(self, terms: nn.Module):
         self.terms = terms
+
+    def on_pre_optimizer_step(self, args, state, control, **kwargs):
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            for p in self.terms.parameters():
+                if p.grad is not None:
+                    dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+                    p.grad /= dist.get_world_size()
 
     def on_optimizer_step(self, args, state, control, **kwargs):
         self.terms.zero_grad(set_to_none=True)

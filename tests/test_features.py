@@ -74,10 +74,10 @@ def test_cnn_hint_with_conv_adapter_and_pooled_maps():
         teacher(x)
     s, t = FT.Outputs(logits=None, modules=cs.outputs), FT.Outputs(logits=None, modules=ct.outputs)
     term.build(s, t)
-    assert isinstance(term.proj["features/2"], nn.Conv2d) and term.proj["features/2"].out_channels == 8
+    assert isinstance(term.proj["0"], nn.Conv2d) and term.proj["0"].out_channels == 8
     loss = term(s, t, {})
     loss.backward()
-    assert loss.item() > 0 and term.proj["features/2"].weight.grad is not None
+    assert loss.item() > 0 and term.proj["0"].weight.grad is not None
 
 
 def test_feature_terms_on_a_plain_module_need_paths():
@@ -136,3 +136,37 @@ def test_vector_paired_with_a_feature_map_is_refused():
         cnn(x)
     with pytest.raises(DistilTuneError, match=r"module '1' \(16,\) and teacher module 'features.3' \(8, 8, 8\) are different kinds"):
         term.build(FT.Outputs(logits=None, modules=cs.outputs), FT.Outputs(logits=None, modules=ct.outputs))
+
+
+def test_attention_losses_without_mask_equal_an_all_ones_mask():
+    from distiltune.losses.attention import attention_kl, attention_mse
+
+    torch.manual_seed(0)
+    s, t = torch.randn(2, 3, 5, 5).softmax(-1), torch.randn(2, 3, 5, 5).softmax(-1)
+    ones = torch.ones(2, 5)
+    assert attention_kl(s, t, None).item() == pytest.approx(attention_kl(s, t, ones).item())
+    assert attention_mse(s, t, None).item() == pytest.approx(attention_mse(s, t, ones).item())
+
+
+def test_uniform_map_for_any_depths():
+    assert layer_map.uniform(12, 6)[0] == (0, [0]) and layer_map.uniform(12, 6)[-1] == (11, [5])
+    assert layer_map.uniform(4, 6) == [(0, [0]), (1, [2]), (2, [3]), (3, [5])]
+
+
+def test_config_level_checks_of_loss_entries():
+    from distiltune.config import DistillConfig
+
+    assert DistillConfig(losses="hidden_mse:0.5", report_to="none").objectives["main"][-1][0] == "hidden_mse"
+    for bad, match in (({"losses": ["hidden_mse:nan"]}, "must be a number >= 0"),
+                       ({"losses": [{"name": "hidden_mse", "layers": "a:b"}]}, "layer map 'a:b' is not understood"),
+                       ({"losses": [{"name": "minilm", "relation_heads": "4"}]}, "relation_heads='4' must be an integer"),
+                       ({"losses": [{"name": "hint", "student_modules": "block2", "teacher_modules": "block2"}]},
+                        "must be lists of paths")):
+        with pytest.raises(DistilTuneError, match=match):
+            DistillConfig(report_to="none", **bad)
+
+
+def test_distribution_terms_refuse_regression_outputs():
+    out = FT.Outputs(logits=torch.randn(4, 1))
+    with pytest.raises(DistilTuneError, match="one output \\(regression\\)"):
+        build_term("js")(out, FT.Outputs(logits=torch.randn(4, 1)), {"temperature": 2.0})

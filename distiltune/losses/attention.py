@@ -22,8 +22,8 @@ _NEG = -1e9  # masked scores: exp() underflows to an exact 0 without producing N
 
 def _row_mask(mask: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
     """(batch, seq) token mask -> (batch, 1, seq) float weights for query rows."""
-    if mask is None:
-        return torch.ones(like.shape[0], 1, like.shape[-2], device=like.device)
+    if mask is None:  # like: (batch, heads, q)
+        return torch.ones(like.shape[0], 1, like.shape[-1], device=like.device)
     return mask.to(like.device).float().unsqueeze(1)
 
 
@@ -79,6 +79,8 @@ class _AttentionMaps(LossTerm):
         super().__init__()
         if heads not in ("match", "mean"):
             raise DistilTuneError(f"loss term '{self.name}': heads '{heads}' is unknown", "use heads: match or heads: mean")
+        if not (isinstance(layers, str) and layers in layer_map.PRESETS):
+            layer_map.parse_pairs(layers)  # a malformed map fails at config time
         self.layers, self.heads = layers, heads
         self.pairs: list = []
 
@@ -154,6 +156,10 @@ class MiniLMRelations(LossTerm):
         if bad or not relations:
             raise DistilTuneError(f"loss term 'minilm': relations {list(relations)} not understood",
                                   f"use some of {', '.join(self.RELATIONS)}")
+        for opt, v in (("student_layer", student_layer), ("teacher_layer", teacher_layer), ("relation_heads", relation_heads)):
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or (opt == "relation_heads" and v < 1)):
+                raise DistilTuneError(f"loss term 'minilm': {opt}={v!r} must be an integer"
+                                      + (" >= 1" if opt == "relation_heads" else " (-1 = last layer)"), f"write {opt}: 12")
         self.student_layer, self.teacher_layer = student_layer, teacher_layer
         self.relation_heads, self.relations = relation_heads, list(relations)
 

@@ -83,9 +83,16 @@ class FeaturePairs(LossTerm):
             raise DistilTuneError(f"loss term '{self.name}': student_modules and teacher_modules must pair one to one",
                                   "list the same number of module paths in both")
         self.layers = self.default_layers if layers is None else layers
+        if not (isinstance(self.layers, str) and self.layers in layer_map.PRESETS + ("middle",)):
+            layer_map.parse_pairs(self.layers)  # a malformed map fails at config time
+        if isinstance(student_modules, str) or isinstance(teacher_modules, str):
+            raise DistilTuneError(f"loss term '{self.name}': student_modules/teacher_modules must be lists of paths",
+                                  "write student_modules: [block2] (a list), not student_modules: block2")
         self.student_modules, self.teacher_modules = student_modules, teacher_modules
         self.pool, self.projection = pool, projection
-        self.token_level = pool == "none" and student_modules is None
+        # un-pooled features are per token (module paths inside a transformer too); the trainer
+        # refuses them across different tokenizers, and their padding is masked
+        self.token_level = pool == "none"
         self.proj = nn.ModuleDict()
         self.pairs: list[tuple] = []
 
@@ -115,11 +122,16 @@ class FeaturePairs(LossTerm):
         return Requests(hidden_states=True), Requests(hidden_states=True)
 
     def _get(self, out, key):
-        return out.modules[key] if isinstance(key, str) else out.hidden_states[key]
+        if isinstance(key, str):
+            if key not in out.modules:
+                raise DistilTuneError(f"loss term '{self.name}': module '{key}' did not run in the forward pass",
+                                      "name a submodule that forward() calls")
+            return out.modules[key]
+        return out.hidden_states[key]
 
     def build(self, student_out, teacher_out) -> None:
         """Create projections from one sample batch's shapes (before the optimizer is made)."""
-        for s_key, t_keys in self.pairs:
+        for i, (s_key, t_keys) in enumerate(self.pairs):
             s, t = self._prepared(self._get(student_out, s_key), self._get(teacher_out, t_keys[0]), student_out, teacher_out)
             if s.dim() != t.dim():
                 raise DistilTuneError(
@@ -137,7 +149,7 @@ class FeaturePairs(LossTerm):
                     f"loss term '{self.name}': student {self._label(s_key)} {tuple(s.shape[1:])} cannot be compared with "
                     f"teacher {self._label(t_keys[0])} {tuple(t.shape[1:])}", "pair features whose last dimension can be projected")
             if proj is not None:
-                self.proj[str(s_key).replace(".", "/")] = proj.to(s.device)  # ModuleDict keys cannot hold dots
+                self.proj[str(i)] = proj.to(s.device)  # one per pair: a student module may pair twice
 
     @staticmethod
     def _spatial_only(s, t):
@@ -152,10 +164,9 @@ class FeaturePairs(LossTerm):
             s, t = pool(s, student_out.attention_mask, self.pool), pool(t, teacher_out.attention_mask, self.pool)
         return s, t
 
-    def _project(self, s_key, s, t):
-        key = str(s_key).replace(".", "/")  # ModuleDict keys cannot hold dots
-        if key in self.proj:
-            s = self.proj[key](s.to(self.proj[key].weight.dtype))
+    def _project(self, i, s, t):
+        if str(i) in self.proj:
+            s = self.proj[str(i)](s.to(self.proj[str(i)].weight.dtype))
         if s.dim() == 4 and s.shape[-2:] != t.shape[-2:]:
             s = F.adaptive_avg_pool2d(s, t.shape[-2:])  # FitNets needs equal maps; pool the student's to the teacher's
         return s
@@ -163,7 +174,7 @@ class FeaturePairs(LossTerm):
     def forward(self, student_out, teacher_out, batch):
         mask = batch.get("attention_mask") if self.token_level else None
         total = 0.0
-        for s_key, t_keys in self.pairs:
+        for i, (s_key, t_keys) in enumerate(self.pairs):
             per_candidate = []
             for t_key in t_keys:
                 s, t = self._get(student_out, s_key), self._get(teacher_out, t_key)
@@ -173,7 +184,7 @@ class FeaturePairs(LossTerm):
                         f"{self._label(t_key)} {tuple(t.shape)} do not cover the same rows/tokens",
                         "feed teacher and student the same batch (same tokenizer for token-level terms)")
                 s, t = self._prepared(s, t, student_out, teacher_out)
-                per_candidate.append(self.compare(self._project(s_key, s, t), t.detach(), mask))
+                per_candidate.append(self.compare(self._project(i, s, t), t.detach(), mask))
             # dynamic layer choice: learn from whichever linked teacher layer is closest now
             total = total + (per_candidate[0] if len(per_candidate) == 1 else torch.stack(per_candidate).min())
         return total / len(self.pairs)
@@ -226,8 +237,8 @@ class FitNetsHint(FeaturePairs):
     default_layers = "middle"
 
     def layer_pairs(self, n_s, n_t, init):
-        if self.layers == "middle":
-            return [(n_s // 2 + 1, [n_t // 2 + 1])]
+        if self.layers == "middle":  # the output after half the layers of each (hidden_states index)
+            return [(max(n_s // 2, 1), [max(n_t // 2, 1)])]
         return super().layer_pairs(n_s, n_t, init)
 
     def compare(self, s, t, mask):

@@ -130,6 +130,9 @@ class _LogitTerm(LossTerm):
         if s.shape != t.shape:
             raise DistilTuneError(f"loss term '{self.name}': student logits {tuple(s.shape)} vs teacher logits {tuple(t.shape)}",
                                   "give teacher and student the same label set")
+        if s.shape[-1] == 1 and self.per_sample not in (kd_per_sample, logit_mse_per_sample):
+            raise DistilTuneError(f"loss term '{self.name}' compares class distributions, but the model has one output (regression)",
+                                  "use logit_loss: kd or logit_mse (both are MSE for one output)")
         per = self.per_sample(s, t, batch.get("temperature", 1.0))
         w = None
         if self.weighting == "confidence" and s.shape[-1] > 1:

@@ -77,7 +77,7 @@ class _RelationTerm(FeaturePairs):
         s, t = pool(s, student_out.attention_mask, self.pool), pool(t, teacher_out.attention_mask, self.pool)
         return s.flatten(1), t.flatten(1)
 
-    def _project(self, s_key, s, t):
+    def _project(self, i, s, t):
         return s
 
     def compare(self, s, t, mask):
