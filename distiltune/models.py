@@ -183,13 +183,22 @@ def freeze(model: nn.Module, embeddings: bool, first_layers: int) -> int:
 
 def save_model(model, tokenizer, path: str, card: str | None = None, extra: dict[str, str] | None = None) -> None:
     """Write a standard HF model folder atomically (temp folder + rename); ``extra`` maps file names to text."""
+    def weights(tmp):
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+
+    write_folder(path, weights, ({"README.md": card} if card else {}) | (extra or {}))
+
+
+def write_folder(path: str, write_weights, files: dict[str, str]) -> None:
+    """Fill a temp folder (``write_weights(tmp)`` plus text ``files``), then swap it in: a crash
+    mid-save never leaves a half-written model folder behind."""
     import shutil
 
     tmp = path.rstrip("/") + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    files = ({"README.md": card} if card else {}) | (extra or {})
+    os.makedirs(tmp)
+    write_weights(tmp)
     for name, text in files.items():
         with open(os.path.join(tmp, name), "w") as f:
             f.write(text)

@@ -18,7 +18,6 @@ import inspect
 import json
 import os
 import re
-import shutil
 import sys
 from collections.abc import Callable
 
@@ -221,17 +220,10 @@ def save_module(model: ModuleClassifier, path: str, card: str | None = None, ext
     except TypeError as e:
         raise DistilTuneError(f"the factory arguments {model.factory_kwargs} cannot be saved as JSON ({e})",
                               "pass numbers, strings, lists or dicts to the factory") from None
-    tmp = path.rstrip("/") + ".tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
-    save_model(model.net, os.path.join(tmp, WEIGHTS_FILE), metadata={"format": "pt"})  # handles tied weights
-    files = {META_FILE: meta_text} | ({"README.md": card} if card else {}) | (extra or {})
-    for name, text in files.items():
-        with open(os.path.join(tmp, name), "w") as f:
-            f.write(text)
-    if os.path.isdir(path):
-        shutil.rmtree(path)
-    os.replace(tmp, path)
+    from .models import write_folder
+
+    write_folder(path, lambda tmp: save_model(model.net, os.path.join(tmp, WEIGHTS_FILE), metadata={"format": "pt"}),
+                 {META_FILE: meta_text} | ({"README.md": card} if card else {}) | (extra or {}))
 
 
 def is_module_dir(path: str) -> bool:
