@@ -1,4 +1,4 @@
-"""``distiltune`` command line: run | demo | finetune | distill | evaluate | losses."""
+"""``distiltune`` command line: run | demo | finetune | distill | evaluate | export | predict | losses."""
 from __future__ import annotations
 
 import argparse
@@ -64,6 +64,60 @@ def _evaluate(argv: list[str]) -> int:
     return 0
 
 
+class _Args(argparse.ArgumentParser):
+    """argparse, but a bad flag is one DistilTuneError line (exit 2), not usage plus an error."""
+
+    def error(self, message):
+        raise DistilTuneError(message, f"see `{self.prog} --help`")
+
+
+def _export(argv: list[str]) -> int:
+    from .export import ExportCheckFailed
+    from .pipeline import export_model
+    from .report import summary_table
+
+    p = _Args(prog="distiltune export", description="Export a trained model folder to ONNX (and int8), then re-check "
+              "it on the task's test split: metric, agreement with the PyTorch model, latency.")
+    p.add_argument("--model", required=True, help="Model folder written by distiltune (e.g. runs/demo/student).")
+    p.add_argument("--format", default="onnx", help="Export format: onnx.")
+    p.add_argument("--quantize", default="none", help="int8 (adds model.int8.onnx), or none.")
+    p.add_argument("--output-dir", help="Export folder (default: <model>_onnx).")
+    p.add_argument("--overwrite", action="store_true", help="Replace a previous export in --output-dir.")
+    p.add_argument("--config", help="Config naming the task data for the re-check (default: the model folder's "
+                                     "distiltune_config.yaml).")
+    p.add_argument("--min-agreement", type=float,
+                   help="Fail (exit 1, files kept) when the fp32 file agrees with PyTorch on a smaller share of test "
+                        "predictions (default 0.999).")
+    p.add_argument("--min-agreement-int8", type=float, help="The same floor for the int8 file (default 0.97).")
+    p.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's).")
+    a = p.parse_args(argv)
+    out = a.output_dir or a.model.rstrip("/") + "_onnx"
+    try:
+        report = export_model(a.model, out, quantize=a.quantize, fmt=a.format, overwrite=a.overwrite, config=a.config,
+                              min_agreement=a.min_agreement, min_agreement_int8=a.min_agreement_int8, opset=a.opset)
+    except ExportCheckFailed as e:
+        print(f"distiltune: export check failed: {e}", file=sys.stderr)
+        return 1
+    print(summary_table(report))
+    print(f"[distiltune] exported to {out} (report.md there)")
+    return 0
+
+
+def _predict(argv: list[str]) -> int:
+    from .onnx_predict import META_FILE, main as predict_main
+
+    pre = _Args(prog="distiltune predict", add_help=False)
+    pre.add_argument("--model", required="-h" not in argv and "--help" not in argv)
+    known, rest = pre.parse_known_args(argv)
+    if known.model and not os.path.isfile(os.path.join(known.model, META_FILE)):
+        raise DistilTuneError(f"{known.model} is not an exported model (no {META_FILE})",
+                              f"export it first: distiltune export --model {known.model} --quantize int8")
+    try:
+        return predict_main(rest, folder=known.model)
+    except (ValueError, OSError) as e:  # a variant the export lacks, an unreadable --input-file
+        raise DistilTuneError(str(e).splitlines()[0], "see `distiltune predict --help`") from None
+
+
 def _losses() -> int:
     from .losses import LOSSES
     from .presets import PRESETS
@@ -79,25 +133,31 @@ def _losses() -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    usage = "usage: distiltune {run,demo,finetune,distill,evaluate,losses} [--config x.yaml] [options]"
+    usage = "usage: distiltune {run,demo,finetune,distill,evaluate,export,predict,losses} [--config x.yaml] [options]"
     if not argv or argv[0] in ("-h", "--help"):
         print(usage)
         for c, (h, _) in COMMANDS.items():
             print(f"  {c:<9} {h}")
         print("  evaluate  Evaluate model folders on the config's test split (metric, size, latency).")
+        print("  export    Export a trained model to ONNX (--quantize int8) and re-check it (metric, agreement, latency).")
+        print("  predict   Predict with an exported model: distiltune predict --model DIR \"some text\".")
         print("  losses    List the registered loss terms and presets.")
         return 0
     cmd, rest = argv[0], argv[1:]
     try:
         if cmd == "losses":
             return _losses()
+        if cmd == "predict":  # onnxruntime only: no transformers import needed
+            return _predict(rest)
         _quiet_libraries()
         if cmd == "evaluate":
             return _evaluate(rest)
+        if cmd == "export":
+            return _export(rest)
         if cmd not in COMMANDS:
             import difflib
 
-            near = difflib.get_close_matches(cmd, list(COMMANDS) + ["evaluate", "losses"], n=1)
+            near = difflib.get_close_matches(cmd, list(COMMANDS) + ["evaluate", "export", "predict", "losses"], n=1)
             raise DistilTuneError(f"unknown command '{cmd}'", f"did you mean '{near[0]}'?" if near else usage)
         return _train_command(cmd, rest)
     except DistilTuneError as e:

@@ -106,6 +106,10 @@ class StrategyArguments:
                               choices=["auto", "bf16", "fp16", "no"])
     latency_samples: int = _f(100, "Batch-1 forward passes timed for latency percentiles (after warm-up).")
     throughput_batch_size: int = _f(32, "Batch size for the throughput measurement.")
+    export: dict | str | None = _f(None, "Export the student after the run: a mapping {format: onnx, quantize: int8, "
+                                         "min_agreement: 0.999, min_agreement_int8: 0.97, opset: null} or 'onnx' / "
+                                         "'onnx:int8' (JSON on the command line); the exported files are evaluated and "
+                                         "timed beside the others, and the run fails (exit 1) below an agreement floor.")
 
 
 def cpu_supports_bf16() -> bool:
@@ -178,6 +182,12 @@ class DistillConfig(StrategyArguments, ModelArguments, DataArguments, TrainingAr
                 errors.append(f"{name} must be >= 0 (fraction < 1 or a row count)")
         if self.student_layers is not None and len(self.student_layers) == 0:
             errors.append("student_layers is empty; list at least one teacher layer index")
+        from .export import export_options
+
+        try:
+            self.export = export_options(self.export)
+        except ValueError as e:
+            errors.append(str(e))
         if errors:
             raise ValueError("; ".join(errors))
         self._set_precision()

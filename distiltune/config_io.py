@@ -136,6 +136,9 @@ def quick_overrides(values: dict) -> dict:
     }
 
 
+OWN_DICT_FIELDS = ("export",)
+
+
 def to_yaml_dict(cfg: DistillConfig) -> dict:
     """All init fields, JSON/YAML-safe, so the file loads back into the same config."""
     out = {}
@@ -146,8 +149,8 @@ def to_yaml_dict(cfg: DistillConfig) -> dict:
         if isinstance(v, (str, int, float, bool, type(None))) or (
                 isinstance(v, (list, tuple)) and all(isinstance(x, (str, int, float, bool, dict)) for x in v)):
             out[name] = list(v) if isinstance(v, tuple) else v
-        elif isinstance(v, dict) and not v:
-            continue
+        elif isinstance(v, dict) and v and name in OWN_DICT_FIELDS:  # e.g. export: {format: onnx, ...}
+            out[name] = v
     return out
 
 

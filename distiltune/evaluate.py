@@ -39,7 +39,7 @@ def predict_logits(model, padder: "Padder", ds: Dataset, batch_size: int = 64, b
     Rows are run longest-first in batches of similar length, which wastes little on padding.
     """
     model.eval()
-    device = next(model.parameters()).device
+    device = model.device if isinstance(getattr(model, "device", None), torch.device) else next(model.parameters()).device
     if f"{prefix}length" in ds.column_names:
         order = np.argsort(-np.asarray(ds[f"{prefix}length"]), kind="stable")
     else:  # fixed-size inputs (images): any order

@@ -9,6 +9,7 @@ import shutil
 import time
 
 import numpy as np
+import torch
 from datasets import concatenate_datasets
 from transformers import set_seed
 from transformers.trainer_utils import get_last_checkpoint
@@ -28,7 +29,7 @@ from .trainer import DistillationTrainer, finetune_objective
 _NOT_IN_FINGERPRINT = {"output_dir", "logging_steps", "report_to", "latency_samples", "throughput_batch_size",
                        "baseline", "disable_tqdm", "logging_strategy", "logging_first_step", "save_strategy",
                        "save_total_limit", "save_steps", "run_name", "project", "trackio_space_id",
-                       "dataloader_num_workers", "log_level"}
+                       "dataloader_num_workers", "log_level", "export"}
 
 
 # Settings that shape any training stage (each stage adds its own model, data and epochs).
@@ -43,6 +44,13 @@ class Pipeline:
         prepare_output_dir(self.out, overwrite, resume)
         self.book = StageBook(self.out, reuse=resume)
         self.timings: dict[str, float] = {}
+
+    @classmethod
+    def detached(cls, cfg: DistillConfig) -> "Pipeline":
+        """For work on finished models (``distiltune export``): no output folder, no stage records."""
+        p = cls.__new__(cls)
+        p.cfg, p.resume, p.out, p.timings = cfg, False, None, {}
+        return p
 
     # ------------------------------------------------------------------ helpers
     def _fp(self, *extra) -> str:
@@ -141,6 +149,10 @@ class Pipeline:
             raise DistilTuneError("no student given", "set student: <model folder or hub name>, or student: from_teacher")
         if cfg.student == "from_teacher" and not cfg.teacher:
             raise DistilTuneError("student: from_teacher needs a teacher", "set teacher, or name a pretrained student")
+        if cfg.export:  # before hours of training, not after
+            from .export import require_runtime
+
+            require_runtime()
 
     def teacher_stage(self):
         """Returns (teacher model or None, tokenizer, path used for evaluation)."""
@@ -250,18 +262,71 @@ class Pipeline:
         labels = np.asarray(test["labels"])
         metrics = task_metrics(logits, labels, self.data.task_type)
         return {"metric": metrics[self.data.metric], **metrics, "params": M.count_params(model),
-                "size_mb": round(M.model_size_mb(path), 2) if path and os.path.isdir(path) else None,
-                "path": path, "_speed_input": (model, padder, test)}
+                "size_mb": round(M.model_size_mb(path), 4) if path and os.path.isdir(path) else None,
+                "path": path, "_speed_input": (model, padder, test), "_logits": logits}
 
     def measure(self, results: dict) -> dict:
         """Speed of all evaluated models, side by side (fp32 on CPU, as deployed without export)."""
-        entries = {name: (copy.deepcopy(r["_speed_input"][0]).float().to("cpu"), *r.pop("_speed_input")[1:])
-                   for name, r in results.items()}
+        entries = {name: (_cpu_copy(r["_speed_input"][0]), *r.pop("_speed_input")[1:]) for name, r in results.items()}
         print(f"[distiltune] measuring latency and throughput of {', '.join(entries)} side by side")
         speeds = measure_speeds(entries, self.cfg.latency_samples, self.cfg.throughput_batch_size)
         for name, r in results.items():
             r.update(speeds[name])
         return results
+
+    def export_student(self, model, tok, source: str, results: dict, folder: str, opts: dict) -> None:
+        """Export the student (ONNX fp32, and int8 when asked), then evaluate each file on the test
+        split like the other models, with its agreement with the PyTorch student's fp32 predictions.
+        Adds ``student_onnx`` / ``student_int8`` to ``results``; speeds are measured with the rest."""
+        from . import export as E
+
+        cfg, data = self.cfg, self.data
+        print(f"[distiltune] exporting the student to ONNX{' and int8' if opts['quantize'] == 'int8' else ''}: {folder}")
+        test, padder = self._tok(data.test, tok), self._padder(tok)
+        model = _cpu_copy(model)
+        keys = E.model_inputs(model, [k for k in padder.keys if k in test.column_names])
+        text = tok is not None
+        # Two rows of different lengths, padded: the traced graph keeps the attention mask's general path.
+        order = np.argsort(test["length"]) if text else np.arange(len(test))
+        pick = [int(order[-1]), int(order[len(order) // 2])] if len(test) > 1 else [0, 0]
+        sample = {k: v for k, v in padder.batch([test[i] for i in pick]).items() if k in keys}
+        calibration = None
+        if not text:  # static int8 for networks with convolutions: activations calibrated on training rows
+            train = self._tok(data.train, tok)
+            calibration = [{k: v.numpy() for k, v in padder.batch(train.select(range(s, min(s + 32, len(train))))).items()}
+                           for s in range(0, min(len(train), 256), 32)]
+        meta = {"name": "student", "source": os.path.abspath(source), "kind": "text" if text else "tensor",
+                "task_type": data.task_type, "label_names": data.label_names}
+        if text:
+            meta |= {"max_length": min(cfg.max_length, tok.model_max_length if 0 < tok.model_max_length < 100_000 else cfg.max_length),
+                     "pad_token_id": tok.pad_token_id, "pad_token": tok.pad_token,
+                     "text_columns": list(data.text_columns)}
+        E.write_export(folder, model, sample, meta, opts["quantize"], tokenizer=tok, calibration=calibration,
+                       source=source, opset=opts.get("opset"))
+        ref = results["student"]["_logits"]
+        if cfg.bf16:  # agreement is with the student as deployed in PyTorch: fp32
+            ref = predict_logits(model, padder, test, desc="student fp32", progress=not cfg.disable_tqdm)
+        labels = np.asarray(test["labels"])
+        for variant in E.variants(opts["quantize"]):
+            ort_model = E.OrtClassifier(folder, variant)
+            logits = predict_logits(ort_model, padder, test, desc=f"evaluating {variant} export", progress=not cfg.disable_tqdm)
+            metrics = task_metrics(logits, labels, data.task_type)
+            results[E.REPORT_NAMES[variant]] = {
+                "metric": metrics[data.metric], **metrics, "params": results["student"]["params"],
+                "size_mb": round(ort_model.size_mb(), 4), "path": ort_model.path,
+                **E.agreement(ref, logits, data.task_type), "_speed_input": (ort_model, padder, test)}
+
+    def check_export(self, results: dict, opts: dict, folder: str) -> None:
+        from .export import REPORT_NAMES, ExportCheckFailed
+
+        for variant, key in (("fp32", "min_agreement"), ("int8", "min_agreement_int8")):
+            name, floor = REPORT_NAMES[variant], opts[key]
+            r = results.get(name, {})
+            if r.get("agreement") is not None and r["agreement"] < floor:
+                raise ExportCheckFailed(
+                    f"{name} agrees with the PyTorch student on {r['agreement']:.2%} of test predictions, below the floor "
+                    f"{floor:.2%} (max logit difference {r['max_abs_logit_diff']:.3g})",
+                    f"inspect the files kept in {folder}; deploy the fp32 export, or lower {key} knowingly")
 
     # ------------------------------------------------------------------ run
     def run(self) -> dict:
@@ -338,9 +403,17 @@ class Pipeline:
             if model is not None:
                 print(f"[distiltune] evaluating {name} on {len(data.test)} test rows")
                 results[name] = self.evaluate_model(name, model, tok, path)
+        export_dir = os.path.join(self.out, "student_onnx")
+        if cfg.export and student is not None:
+            t0 = time.perf_counter()
+            self.export_student(student, s_tok, student_path, results, export_dir, cfg.export)
+            self.timings["export"] = time.perf_counter() - t0
         self.measure(results)
         self.timings["total"] = time.perf_counter() - t_start
-        return write_report(self.out, cfg, data, results, self.timings)
+        report = write_report(self.out, cfg, data, results, self.timings)
+        if cfg.export and student is not None:
+            self.check_export(results, cfg.export, export_dir)
+        return report
 
     def _check_heads(self, teacher, student):
         if teacher is None or student is None:
@@ -352,6 +425,13 @@ class Pipeline:
         if [t.id2label[i] for i in sorted(t.id2label)] != [s.id2label[i] for i in sorted(s.id2label)]:
             raise DistilTuneError(f"teacher labels {list(t.id2label.values())} differ from student labels {list(s.id2label.values())}",
                                   "give both models the same label names in the same order")
+
+
+def _cpu_copy(model):
+    """An fp32 CPU copy of a PyTorch model (timed as deployed without a GPU); other runtimes as they are."""
+    if isinstance(model, torch.nn.Module):
+        return copy.deepcopy(model).float().to("cpu").eval()
+    return model
 
 
 def run_pipeline(cfg: DistillConfig, overwrite: bool = False, resume: bool = False) -> dict:
@@ -380,3 +460,40 @@ def evaluate_models(cfg: DistillConfig, model_dirs: list[str], overwrite: bool =
     p.measure(results)
     save_config(cfg, os.path.join(p.out, "config.yaml"))
     return write_report(p.out, cfg, p.data, results, {})
+
+
+def export_model(model_dir: str, output_dir: str, quantize: str = "none", fmt: str = "onnx", overwrite: bool = False,
+                 config: str | None = None, min_agreement: float | None = None, min_agreement_int8: float | None = None,
+                 opset: int | None = None) -> dict:
+    """``distiltune export``: export a trained model folder, then re-check it on the task's test split
+    (metric, agreement with the PyTorch model, latency side by side). Writes ``report.json``/``report.md``
+    into the export folder; raises :class:`~distiltune.export.ExportCheckFailed` below an agreement floor."""
+    from . import export as E
+    from .config_io import build_config, read_yaml
+    from .module_pipeline import pipeline_class
+
+    floors = {"min_agreement": E.FLOORS["fp32"] if min_agreement is None else min_agreement,
+              "min_agreement_int8": E.FLOORS["int8"] if min_agreement_int8 is None else min_agreement_int8}
+    E.check_options(fmt, quantize, list(floors.values()))
+    E.require_runtime()
+    E.check_source(model_dir)
+    E.prepare_export_dir(output_dir, overwrite)
+    cfg_path = config or os.path.join(model_dir, "distiltune_config.yaml")
+    if not os.path.isfile(cfg_path):
+        raise DistilTuneError(f"no data to re-check the export against: {model_dir} holds no distiltune_config.yaml",
+                              "pass --config <a config naming the task data> (the one the model was trained with)")
+    values = {k: v for k, v in read_yaml(cfg_path).items() if k != "export"}
+    cfg = build_config(values | {"baseline": False}, cfg_path)
+    p = pipeline_class(cfg).detached(cfg)
+    p.data = load_task_data(cfg)
+    model, tok, trained = p._load_model(model_dir, "student")
+    if not trained:
+        raise DistilTuneError(f"{model_dir} holds an untrained model (a fresh classifier head or network)",
+                              "export a trained model folder, e.g. <output_dir>/student")
+    t0 = time.perf_counter()
+    results = {"student": p.evaluate_model("student", model, tok, model_dir)}
+    p.export_student(model, tok, model_dir, results, output_dir, {"quantize": quantize, "opset": opset})
+    p.measure(results)
+    report = write_report(output_dir, cfg, p.data, results, {"export_and_check": time.perf_counter() - t0})
+    p.check_export(results, floors, output_dir)
+    return report

@@ -19,6 +19,15 @@ def model_card(name: str, how: str, cfg, data) -> str:
             "```python\nfrom transformers import pipeline\nclf = pipeline('text-classification', model='<this folder>')\n```\n")
 
 
+def _num(x: float) -> str:
+    """One decimal for sizes people read (22.9 MB); three significant digits for tiny models (0.0154)."""
+    return f"{x:.1f}" if x >= 10 else f"{x:.3g}"
+
+
+def _times(ratio: float, more: str, less: str) -> str:
+    return f"{ratio:.2f}x {more}" if ratio >= 1 else f"{1 / ratio:.2f}x {less}"
+
+
 def _ratio(a, b):
     return float(a / b) if a and b else None
 
@@ -26,7 +35,8 @@ def _ratio(a, b):
 def build_report(cfg, data, results: dict, timings: dict) -> dict:
     models = {name: {k: r.get(k) for k in KEYS} | {
         "metrics": {k: r[k] for k in ("accuracy", "f1", "matthews", "pearson", "spearman", "mse") if k in r},
-        "path": r.get("path")} for name, r in results.items()}
+        "path": r.get("path")} | {k: r[k] for k in ("agreement", "max_abs_logit_diff") if k in r}
+        for name, r in results.items()}
     t, s, b = results.get("teacher"), results.get("student"), results.get("baseline_student")
     report = {
         "task": data.task_type + (f" ({len(data.label_names)} classes)" if data.label_names else ""),
@@ -46,7 +56,34 @@ def build_report(cfg, data, results: dict, timings: dict) -> dict:
                         "metric_precision": "bf16 autocast" if cfg.bf16 else "fp32"},
         "timings_s": {k: round(v, 1) for k, v in timings.items()},
     }
+    if "student_onnx" in results:
+        import onnxruntime
+
+        report["export"] = export_summary(results)
+        report["measurement"]["exported"] = (
+            f"student_onnx / student_int8 run in onnxruntime {onnxruntime.__version__} (CPU provider, "
+            f"{torch.get_num_threads()} intra-op threads, no thread spinning), timed in turn with the PyTorch models on the same rows")
     return report
+
+
+def export_summary(results: dict) -> dict:
+    """Exported students against the PyTorch student and the teacher: metric kept, size, speed."""
+    s, t = results.get("student"), results.get("teacher")
+    out = {}
+    for name in ("student_onnx", "student_int8"):
+        e = results.get(name)
+        if not e:
+            continue
+        out[name] = {
+            "agreement": e["agreement"], "max_abs_logit_diff": e["max_abs_logit_diff"],
+            "metric_kept": _ratio(e["metric"], s and s["metric"]),
+            "smaller_than_student": _ratio(s and s["size_mb"], e["size_mb"]),
+            "speedup_vs_student": _ratio(s and s["latency_ms_p50"], e["latency_ms_p50"]),
+            "throughput_vs_student": _ratio(e["throughput_sps"], s and s["throughput_sps"]),
+            "speedup_vs_teacher": _ratio(t and t["latency_ms_p50"], e["latency_ms_p50"]),
+            "smaller_than_teacher": _ratio(t and t["size_mb"], e["size_mb"]),
+        }
+    return out
 
 
 def to_markdown(report: dict) -> str:
@@ -57,8 +94,8 @@ def to_markdown(report: dict) -> str:
              f"| model | {m} | params (M) | size (MB) | latency p50 / p95 (ms) | throughput (samples/s) |",
              "|---|---|---|---|---|---|"]
     for name, r in report["models"].items():
-        size = f"{r['size_mb']:.1f}" if r.get("size_mb") else "-"
-        lines.append(f"| {name} | {r['metric']:.4f} | {r['params'] / 1e6:.1f} | {size} | "
+        size = _num(r["size_mb"]) if r.get("size_mb") else "-"
+        lines.append(f"| {name} | {r['metric']:.4f} | {_num(r['params'] / 1e6)} | {size} | "
                      f"{r['latency_ms_p50']:.1f} / {r['latency_ms_p95']:.1f} | {r['throughput_sps']:.1f} |")
     lines.append("")
     fmt = {"retention": "student metric / teacher metric: {:.1%}", "speedup": "batch-1 speed-up over the teacher: {:.2f}x",
@@ -67,9 +104,22 @@ def to_markdown(report: dict) -> str:
     for k, f in fmt.items():
         if report.get(k) is not None:
             lines.append(f"- {f.format(report[k])}")
+    names = {"student_onnx": "ONNX fp32 student", "student_int8": "int8 student"}
+    for name, e in report.get("export", {}).items():
+        parts = [f"agrees with the PyTorch student on {e['agreement']:.2%} of test predictions "
+                 f"(max logit difference {e['max_abs_logit_diff']:.2g})"]
+        if e["metric_kept"] is not None:
+            parts.append(f"keeps {e['metric_kept']:.2%} of its {m}")
+        if e["smaller_than_student"] is not None:
+            parts.append(f"{_times(e['smaller_than_student'], 'smaller', 'larger')} on disk and "
+                         f"{_times(e['speedup_vs_student'], 'faster', 'slower')} at batch 1")
+        if e["speedup_vs_teacher"] is not None:
+            parts.append(f"vs the teacher: {_times(e['speedup_vs_teacher'], 'faster', 'slower')}, "
+                         f"{_times(e['smaller_than_teacher'], 'smaller', 'larger')}")
+        lines.append(f"- {names[name]}: " + "; ".join(parts))
     meas = report["measurement"]
     lines += ["", f"Latency: {meas['latency']}; throughput: {meas['throughput']}; {meas['threads']} CPU threads. "
-                  f"Metrics computed with {meas['metric_precision']}.",
+                  f"Metrics computed with {meas['metric_precision']}." + (f" Exported: {meas['exported']}." if meas.get("exported") else ""),
               f"Schedules: temperature {report['schedules']['temperature']}, distill_weight {report['schedules']['distill_weight']}.",
               "", "Wall time per stage (s): " + ", ".join(f"{k} {v}" for k, v in report["timings_s"].items()), ""]
     return "\n".join(lines)
@@ -90,7 +140,7 @@ def summary_table(report: dict) -> str:
     m = report["metric"]
     rows = [f"{'model':<18}{m:>10}{'params':>10}{'p50 ms':>9}{'samples/s':>11}"]
     for name, r in report["models"].items():
-        rows.append(f"{name:<18}{r['metric']:>10.4f}{r['params'] / 1e6:>9.1f}M{r['latency_ms_p50']:>9.1f}{r['throughput_sps']:>11.1f}")
+        rows.append(f"{name:<18}{r['metric']:>10.4f}{_num(r['params'] / 1e6):>9}M{r['latency_ms_p50']:>9.1f}{r['throughput_sps']:>11.1f}")
     extras = []
     if report.get("retention") is not None:
         extras.append(f"retention {report['retention']:.1%}")

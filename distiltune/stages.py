@@ -9,7 +9,7 @@ import shutil
 from .errors import DistilTuneError
 
 # Entries a run writes; --overwrite removes only these, never unrelated user files.
-RUN_ENTRIES = ("teacher", "student", "baseline_student", "checkpoints", "tensorboard", ".stages", "cache", "evaluation",
+RUN_ENTRIES = ("teacher", "student", "baseline_student", "student_onnx", "checkpoints", "tensorboard", ".stages", "cache", "evaluation",
                "config.yaml", "report.json", "report.md")
 
 

@@ -1,0 +1,111 @@
+"""Run an exported distiltune model with onnxruntime: load, encode, predict.
+
+This file is self-contained on purpose (numpy, onnxruntime and, for text, tokenizers): ``distiltune
+export`` copies it into every export folder as ``predict.py``, so the exported model serves without
+distiltune, PyTorch or transformers installed::
+
+    python predict.py "a gorgeous, witty, seductive movie"          # from inside the export folder
+    python predict.py --variant fp32 --json "text one" "text two"
+    python predict.py --input-file images.npy                       # networks that read tensors
+
+``distiltune predict --model <export folder> ...`` runs the same code.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+META_FILE = "distiltune_export.json"
+
+
+class ExportedModel:
+    """An export folder: the ONNX session of one variant (``fp32`` or ``int8``), its metadata and,
+    for text models, the tokenizer that travelled with it."""
+
+    def __init__(self, folder: str, variant: str | None = None, threads: int = 0, spinning: bool = True):
+        import onnxruntime as ort
+
+        with open(os.path.join(folder, META_FILE)) as f:
+            self.meta = json.load(f)
+        files = self.meta["files"]
+        self.variant = variant or self.meta.get("default", "fp32")
+        if self.variant not in files:
+            raise ValueError(f"this export has variants {', '.join(files)}, not '{self.variant}'")
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads  # 0: onnxruntime's default (all physical cores)
+        if not spinning:
+            # Idle threads otherwise busy-wait for a while after each call, stealing CPU from
+            # whatever runs next (other models timed side by side).
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.session = ort.InferenceSession(os.path.join(folder, files[self.variant]), opts,
+                                            providers=["CPUExecutionProvider"])
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.tokenizer = None
+        if self.meta["kind"] == "text":
+            from tokenizers import Tokenizer
+
+            tok = Tokenizer.from_file(os.path.join(folder, "tokenizer.json"))
+            tok.enable_truncation(self.meta["max_length"])
+            tok.enable_padding(pad_id=self.meta["pad_token_id"], pad_token=self.meta["pad_token"])
+            self.tokenizer = tok
+
+    def encode(self, texts: list) -> dict[str, np.ndarray]:
+        """Model inputs for a list of texts (or ``(first, second)`` pairs), padded to the longest."""
+        encs = self.tokenizer.encode_batch(texts)
+        arrays = {"input_ids": [e.ids for e in encs], "attention_mask": [e.attention_mask for e in encs],
+                  "token_type_ids": [e.type_ids for e in encs]}
+        return {k: np.asarray(arrays[k], dtype=np.int64) for k in self.input_names}
+
+    def logits(self, feed: dict) -> np.ndarray:
+        """Logits for model inputs (numpy arrays, or anything ``np.asarray`` takes, e.g. CPU tensors)."""
+        cast = {k: np.asarray(feed[k], dtype=np.int64 if self.meta["kind"] == "text" else np.float32)
+                for k in self.input_names}
+        return self.session.run(None, cast)[0]
+
+    def predict(self, inputs) -> list[dict]:
+        """Texts (or an array of network inputs) -> one ``{"label", "score"}`` (``{"value"}`` for regression) each."""
+        feed = self.encode(list(inputs)) if self.tokenizer else {self.input_names[0]: np.asarray(inputs)}
+        logits = self.logits(feed)
+        if self.meta.get("task_type") == "regression":
+            return [{"value": float(v)} for v in logits.reshape(-1)]
+        z = logits - logits.max(-1, keepdims=True)
+        probs = np.exp(z) / np.exp(z).sum(-1, keepdims=True)
+        names = self.meta.get("label_names") or [str(i) for i in range(probs.shape[-1])]
+        return [{"label": names[int(p.argmax())], "score": float(p.max())} for p in probs]
+
+
+def main(argv: list[str] | None = None, folder: str | None = None) -> int:
+    p = argparse.ArgumentParser(description="Predict with an exported distiltune model (onnxruntime).")
+    if folder is None:
+        p.add_argument("--model", default=os.path.dirname(os.path.abspath(__file__)), help="Export folder (default: this file's).")
+    p.add_argument("texts", nargs="*", help="Texts to classify; a tab separates the two sentences of a pair.")
+    p.add_argument("--input-file", help="For networks that read tensors: a .npy array, one example per row.")
+    p.add_argument("--variant", choices=["fp32", "int8"], help="Which exported file to run (default: the export's default).")
+    p.add_argument("--json", action="store_true", help="Print one JSON object per input.")
+    args = p.parse_args(argv)
+    model = ExportedModel(folder or args.model, args.variant)
+    if model.tokenizer is not None:
+        texts = args.texts or [line.rstrip("\n") for line in sys.stdin if line.strip()]
+        inputs = [tuple(t.split("\t", 1)) if "\t" in t else t for t in texts]
+        shown = texts
+    else:
+        if not args.input_file:
+            p.error("this model reads tensors: pass --input-file examples.npy")
+        inputs = np.load(args.input_file, allow_pickle=False)
+        shown = [f"{args.input_file}[{i}]" for i in range(len(inputs))]
+    for text, out in zip(shown, model.predict(inputs)):
+        if args.json:
+            print(json.dumps({"input": text, **out}))
+        elif "label" in out:
+            print(f"{out['label']}\t{out['score']:.3f}\t{text}")
+        else:
+            print(f"{out['value']:.4f}\t{text}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
