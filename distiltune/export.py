@@ -28,6 +28,7 @@ from .errors import DistilTuneError
 from .onnx_predict import META_FILE, ExportedModel
 
 FORMATS = ("onnx",)
+OPSETS = (17, 23)
 QUANTIZE = ("none", "int8")
 # Agreement floors: fp32 must be the same function; int8 rounding flips predictions that sit on a
 # decision boundary (about 2% of the demo's binary test rows, with accuracy unchanged).
@@ -69,13 +70,12 @@ def export_options(value) -> dict | None:
             raise ValueError(f"export has an unknown key '{key}'" + (f" (did you mean '{near[0]}'?)" if near else "")
                              + f"; valid keys: {', '.join(OPTION_KEYS)}")
     opts = OPTION_KEYS | value
-    check_options(opts["format"], opts["quantize"], [opts["min_agreement"], opts["min_agreement_int8"]], ValueError, cli=False)
-    if opts["opset"] is not None and not (isinstance(opts["opset"], int) and 17 <= opts["opset"] <= 23):
-        raise ValueError(f"export opset {opts['opset']!r} is not supported; use an integer from 17 to 23 (or leave it out)")
+    check_options(opts["format"], opts["quantize"], [opts["min_agreement"], opts["min_agreement_int8"]], opts["opset"],
+                  ValueError, cli=False)
     return opts
 
 
-def check_options(fmt, quantize, floors, error=DistilTuneError, cli: bool = True) -> None:
+def check_options(fmt, quantize, floors, opset=None, error=DistilTuneError, cli: bool = True) -> None:
     """Raise ``error`` for an unsupported format, quantisation or agreement floor (named as the
     command line's flags, or as the config's ``export`` keys)."""
     def name(key):
@@ -91,6 +91,9 @@ def check_options(fmt, quantize, floors, error=DistilTuneError, cli: bool = True
     for key, floor in zip(("min_agreement", "min_agreement_int8"), floors):
         if not isinstance(floor, (int, float)) or isinstance(floor, bool) or not 0 <= floor <= 1:
             fail(f"{name(key)} {floor!r} is not a share between 0 and 1", "use e.g. 0.99 (99% identical predictions)")
+    # The dynamo exporter writes opset 18 and converts to others; onnxruntime 1.18+ runs 17-23.
+    if opset is not None and not (isinstance(opset, int) and not isinstance(opset, bool) and OPSETS[0] <= opset <= OPSETS[1]):
+        fail(f"{name('opset')} {opset!r} is not supported", f"use an opset from {OPSETS[0]} to {OPSETS[1]}, or leave it out (18)")
 
 
 def require_runtime() -> None:
@@ -100,7 +103,7 @@ def require_runtime() -> None:
     missing = [m for m in ("onnx", "onnxscript", "onnxruntime") if importlib.util.find_spec(m) is None]
     if missing:
         raise DistilTuneError(f"ONNX export needs {', '.join(missing)}, which is not installed",
-                              "pip install 'distiltune[export]'")
+                              f"pip install {' '.join(missing)}")
 
 
 def variants(quantize: str) -> list[str]:
@@ -238,20 +241,23 @@ def quantize_int8(src: str, dst: str, calibration: list[dict] | None = None) -> 
         with _quiet_exporter():
             # Shape inference and constant folding first, as onnxruntime advises; the symbolic pass
             # cannot follow the dynamo exporter's shape ops, and ONNX's own inference suffices here.
-            quant_pre_process(src, pre, skip_symbolic_shape=True)
+            big = os.path.isfile(src + ".data")  # over 2 GB: weights live beside the graph
+            quant_pre_process(src, pre, skip_symbolic_shape=True, save_as_external_data=big)
             if calibration and _has_op(pre, "Conv"):
                 quantize_static(pre, dst, _Calibration(calibration), quant_format=QuantFormat.QDQ, per_channel=True,
-                                weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8)
+                                weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
+                                use_external_data_format=big)
                 return f"static QDQ int8 (per-channel weights, activations calibrated on {len(calibration)} training batches)"
             # Per-channel scales: on the demo student 98.3% agreement with fp32 instead of 96.1% per tensor.
-            quantize_dynamic(pre, dst, weight_type=QuantType.QInt8, per_channel=True)
+            quantize_dynamic(pre, dst, weight_type=QuantType.QInt8, per_channel=True, use_external_data_format=big)
             return "dynamic int8 (per-channel int8 weights incl. embeddings, activations quantised per call)"
     except Exception as e:
         raise DistilTuneError(f"onnxruntime could not quantise {src} to int8 ({str(e).splitlines()[0][:200]})",
                               "use the fp32 export (leave --quantize out)") from None
     finally:
-        if os.path.exists(pre):
-            os.remove(pre)
+        for leftover in (pre, pre + ".data"):
+            if os.path.exists(leftover):
+                os.remove(leftover)
 
 
 def write_export(folder: str, model, sample: dict[str, torch.Tensor], meta: dict, quantize: str,
@@ -306,8 +312,12 @@ class OrtClassifier:
     def __init__(self, folder: str, variant: str, threads: int | None = None):
         self.folder, self.variant = folder, variant
         # Same thread count as PyTorch, and no spinning threads that would slow the next model timed.
-        self.exported = ExportedModel(folder, variant, threads=threads or torch.get_num_threads(), spinning=False)
         self.path = os.path.join(folder, FILES[variant])
+        try:
+            self.exported = ExportedModel(folder, variant, threads=threads or torch.get_num_threads(), spinning=False)
+        except Exception as e:  # onnxruntime's own error kinds: an op or opset it lacks, a broken file
+            raise DistilTuneError(f"onnxruntime cannot load {self.path}: {str(e).splitlines()[0][:200]}",
+                                  "export with the default opset (leave --opset out), or use the fp32 file") from None
 
     def eval(self):
         return self
@@ -316,15 +326,21 @@ class OrtClassifier:
         return types.SimpleNamespace(logits=torch.from_numpy(self.exported.logits(batch)))
 
     def size_mb(self) -> float:
-        return os.path.getsize(self.path) / 1e6
+        return file_size_mb(self.path)
 
 
-def agreement(reference: np.ndarray, logits: np.ndarray, task_type: str) -> dict[str, float]:
-    """Share of identical predictions (regression: within 1% of the reference's range) and the
+def file_size_mb(path: str) -> float:
+    """An ONNX file plus its external-data sidecar (models over 2 GB)."""
+    return sum(os.path.getsize(p) for p in (path, path + ".data") if os.path.isfile(p)) / 1e6
+
+
+def agreement(reference: np.ndarray, logits: np.ndarray, task_type: str, labels: np.ndarray | None = None) -> dict[str, float]:
+    """Share of identical predictions (regression: within 1% of the labels' range) and the
     largest absolute logit difference."""
     diff = float(np.max(np.abs(reference - logits))) if len(reference) else 0.0
     if task_type == "regression":
-        tol = 0.01 * (float(np.ptp(reference)) or 1.0)
+        spread = max(float(np.ptp(labels)) if labels is not None and len(labels) else 0.0, float(np.ptp(reference)))
+        tol = 0.01 * (spread or 1.0)
         same = np.abs(reference.reshape(-1) - logits.reshape(-1)) <= tol
     else:
         same = reference.argmax(-1) == logits.argmax(-1)

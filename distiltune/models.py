@@ -198,15 +198,19 @@ def write_folder(path: str, write_weights, files: dict[str, str]) -> None:
     tmp = path.rstrip("/") + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
-    write_weights(tmp)
-    for name, text in files.items():
-        with open(os.path.join(tmp, name), "w") as f:
-            f.write(text)
+    try:
+        write_weights(tmp)
+        for name, text in files.items():
+            with open(os.path.join(tmp, name), "w") as f:
+                f.write(text)
+    except BaseException:  # nothing half-written left behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if os.path.isdir(path):
         shutil.rmtree(path)
     os.replace(tmp, path)
 
 
 def model_size_mb(path: str) -> float:
-    files = [f for f in os.listdir(path) if f.endswith(".safetensors")]
+    files = [f for f in os.listdir(path) if f.endswith((".safetensors", ".bin"))]
     return sum(os.path.getsize(os.path.join(path, f)) for f in files) / 1e6

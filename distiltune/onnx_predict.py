@@ -48,10 +48,14 @@ class ExportedModel:
         if self.meta["kind"] == "text":
             from tokenizers import Tokenizer
 
+            m = self.meta
             tok = Tokenizer.from_file(os.path.join(folder, "tokenizer.json"))
-            tok.enable_truncation(self.meta["max_length"])
-            tok.enable_padding(pad_id=self.meta["pad_token_id"], pad_token=self.meta["pad_token"])
+            # As the training tokenizer did: same sides, same pad ids (the re-check measured that).
+            tok.enable_truncation(m["max_length"], direction=m.get("truncation_side", "right"))
+            tok.enable_padding(pad_id=m["pad_token_id"], pad_token=m["pad_token"], pad_type_id=m.get("pad_token_type_id", 0),
+                               direction=m.get("padding_side", "right"))
             self.tokenizer = tok
+        self.pairs = len(self.meta.get("text_columns", [])) == 2
 
     def encode(self, texts: list) -> dict[str, np.ndarray]:
         """Model inputs for a list of texts (or ``(first, second)`` pairs), padded to the longest."""
@@ -66,10 +70,29 @@ class ExportedModel:
                 for k in self.input_names}
         return self.session.run(None, cast)[0]
 
-    def predict(self, inputs) -> list[dict]:
-        """Texts (or an array of network inputs) -> one ``{"label", "score"}`` (``{"value"}`` for regression) each."""
-        feed = self.encode(list(inputs)) if self.tokenizer else {self.input_names[0]: np.asarray(inputs)}
-        logits = self.logits(feed)
+    def predict(self, inputs, batch_size: int = 64) -> list[dict]:
+        """Texts (or an array of network inputs) -> one ``{"label", "score"}`` (``{"value"}`` for regression) each.
+        Runs in batches of similar length, so a long input file neither pads everything to its
+        longest text nor builds one huge batch."""
+        inputs = list(inputs) if self.tokenizer else np.asarray(inputs, dtype=np.float32)
+        if len(inputs) == 0:
+            raise ValueError("no inputs to predict")
+        if self.tokenizer is None:
+            want = self.session.get_inputs()[0].shape
+            if inputs.ndim != len(want):
+                raise ValueError(f"the model reads arrays of rank {len(want)} (shape {want}), one example per row; "
+                                 f"got rank {inputs.ndim} {tuple(inputs.shape)}")
+            order = np.arange(len(inputs))
+        else:
+            order = np.argsort([len(t if isinstance(t, str) else " ".join(t)) for t in inputs], kind="stable")
+        logits = None
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            feed = self.encode([inputs[i] for i in idx]) if self.tokenizer else {self.input_names[0]: inputs[idx]}
+            out = self.logits(feed)
+            if logits is None:
+                logits = np.zeros((len(inputs), out.shape[-1]), dtype=np.float32)
+            logits[idx] = out
         if self.meta.get("task_type") == "regression":
             return [{"value": float(v)} for v in logits.reshape(-1)]
         z = logits - logits.max(-1, keepdims=True)
@@ -78,19 +101,30 @@ class ExportedModel:
         return [{"label": names[int(p.argmax())], "score": float(p.max())} for p in probs]
 
 
-def main(argv: list[str] | None = None, folder: str | None = None) -> int:
-    p = argparse.ArgumentParser(description="Predict with an exported distiltune model (onnxruntime).")
+def main(argv: list[str] | None = None, folder: str | None = None, parser=argparse.ArgumentParser) -> int:
+    p = parser(prog="distiltune predict" if folder else None, description="Predict with an exported distiltune model (onnxruntime).")
     if folder is None:
         p.add_argument("--model", default=os.path.dirname(os.path.abspath(__file__)), help="Export folder (default: this file's).")
-    p.add_argument("texts", nargs="*", help="Texts to classify; a tab separates the two sentences of a pair.")
+    p.add_argument("texts", nargs="*", help="Texts to classify (or one per line on stdin); for sentence-pair models "
+                                            "a tab separates the two sentences.")
     p.add_argument("--input-file", help="For networks that read tensors: a .npy array, one example per row.")
     p.add_argument("--variant", choices=["fp32", "int8"], help="Which exported file to run (default: the export's default).")
     p.add_argument("--json", action="store_true", help="Print one JSON object per input.")
     args = p.parse_args(argv)
     model = ExportedModel(folder or args.model, args.variant)
     if model.tokenizer is not None:
+        if args.input_file:
+            p.error("--input-file is for networks that read tensors; this model reads text: pass texts")
         texts = args.texts or [line.rstrip("\n") for line in sys.stdin if line.strip()]
-        inputs = [tuple(t.split("\t", 1)) if "\t" in t else t for t in texts]
+        if not texts:
+            p.error("no texts given: pass them as arguments or one per line on stdin")
+        if model.pairs:
+            bad = [t for t in texts if "\t" not in t]
+            if bad:
+                p.error(f"this model reads sentence pairs; separate the two sentences with a tab (not in: {bad[0][:40]!r})")
+            inputs = [tuple(t.split("\t", 1)) for t in texts]
+        else:
+            inputs = texts
         shown = texts
     else:
         if not args.input_file:

@@ -282,8 +282,11 @@ class Pipeline:
 
         cfg, data = self.cfg, self.data
         print(f"[distiltune] exporting the student to ONNX{' and int8' if opts['quantize'] == 'int8' else ''}: {folder}")
+        if tok is not None and tok.pad_token_id is None:
+            raise DistilTuneError(f"the tokenizer of {source} has no pad token, so batches of texts cannot be padded",
+                                  "set one before saving (tokenizer.pad_token = tokenizer.eos_token) and save the folder again")
         test, padder = self._tok(data.test, tok), self._padder(tok)
-        model = _cpu_copy(model)
+        original, model = model, _cpu_copy(model)
         keys = E.model_inputs(model, [k for k in padder.keys if k in test.column_names])
         text = tok is not None
         # Two rows of different lengths, padded: the traced graph keeps the attention mask's general path.
@@ -300,11 +303,15 @@ class Pipeline:
         if text:
             meta |= {"max_length": min(cfg.max_length, tok.model_max_length if 0 < tok.model_max_length < 100_000 else cfg.max_length),
                      "pad_token_id": tok.pad_token_id, "pad_token": tok.pad_token,
+                     "pad_token_type_id": getattr(tok, "pad_token_type_id", 0), "padding_side": tok.padding_side,
+                     "truncation_side": tok.truncation_side,
                      "text_columns": list(data.text_columns)}
         E.write_export(folder, model, sample, meta, opts["quantize"], tokenizer=tok, calibration=calibration,
                        source=source, opset=opts.get("opset"))
+        # Agreement is with the student in fp32 (what was exported): evaluation may have run in bf16,
+        # and a checkpoint stored in bf16 loads as bf16.
         ref = results["student"]["_logits"]
-        if cfg.bf16:  # agreement is with the student as deployed in PyTorch: fp32
+        if cfg.bf16 or any(p.dtype != torch.float32 for p in original.parameters()):
             ref = predict_logits(model, padder, test, desc="student fp32", progress=not cfg.disable_tqdm)
         labels = np.asarray(test["labels"])
         for variant in E.variants(opts["quantize"]):
@@ -314,7 +321,7 @@ class Pipeline:
             results[E.REPORT_NAMES[variant]] = {
                 "metric": metrics[data.metric], **metrics, "params": results["student"]["params"],
                 "size_mb": round(ort_model.size_mb(), 4), "path": ort_model.path,
-                **E.agreement(ref, logits, data.task_type), "_speed_input": (ort_model, padder, test)}
+                **E.agreement(ref, logits, data.task_type, labels), "_speed_input": (ort_model, padder, test)}
 
     def check_export(self, results: dict, opts: dict, folder: str) -> None:
         from .export import REPORT_NAMES, ExportCheckFailed
@@ -404,13 +411,22 @@ class Pipeline:
                 print(f"[distiltune] evaluating {name} on {len(data.test)} test rows")
                 results[name] = self.evaluate_model(name, model, tok, path)
         export_dir = os.path.join(self.out, "student_onnx")
+        export_error = None
         if cfg.export and student is not None:
             t0 = time.perf_counter()
-            self.export_student(student, s_tok, student_path, results, export_dir, cfg.export)
+            try:
+                self.export_student(student, s_tok, student_path, results, export_dir, cfg.export)
+            except DistilTuneError as e:  # the trained models and their report must not be lost to it
+                export_error = e
+                for name in ("student_onnx", "student_int8"):
+                    results.pop(name, None)
             self.timings["export"] = time.perf_counter() - t0
         self.measure(results)
         self.timings["total"] = time.perf_counter() - t_start
         report = write_report(self.out, cfg, data, results, self.timings)
+        if export_error is not None:
+            raise DistilTuneError(f"{export_error.problem} (the run itself finished: models and report.md are in {self.out})",
+                                  export_error.fix)
         if cfg.export and student is not None:
             self.check_export(results, cfg.export, export_dir)
         return report
@@ -474,7 +490,7 @@ def export_model(model_dir: str, output_dir: str, quantize: str = "none", fmt: s
 
     floors = {"min_agreement": E.FLOORS["fp32"] if min_agreement is None else min_agreement,
               "min_agreement_int8": E.FLOORS["int8"] if min_agreement_int8 is None else min_agreement_int8}
-    E.check_options(fmt, quantize, list(floors.values()))
+    E.check_options(fmt, quantize, list(floors.values()), opset)
     E.require_runtime()
     E.check_source(model_dir)
     E.prepare_export_dir(output_dir, overwrite)

@@ -76,7 +76,7 @@ def export_summary(results: dict) -> dict:
             continue
         out[name] = {
             "agreement": e["agreement"], "max_abs_logit_diff": e["max_abs_logit_diff"],
-            "metric_kept": _ratio(e["metric"], s and s["metric"]),
+            "metric_kept": _ratio(e["metric"], s["metric"]) if s and s["metric"] > 0.05 else None,
             "smaller_than_student": _ratio(s and s["size_mb"], e["size_mb"]),
             "speedup_vs_student": _ratio(s and s["latency_ms_p50"], e["latency_ms_p50"]),
             "throughput_vs_student": _ratio(e["throughput_sps"], s and s["throughput_sps"]),
@@ -111,11 +111,13 @@ def to_markdown(report: dict) -> str:
         if e["metric_kept"] is not None:
             parts.append(f"keeps {e['metric_kept']:.2%} of its {m}")
         if e["smaller_than_student"] is not None:
-            parts.append(f"{_times(e['smaller_than_student'], 'smaller', 'larger')} on disk and "
-                         f"{_times(e['speedup_vs_student'], 'faster', 'slower')} at batch 1")
-        if e["speedup_vs_teacher"] is not None:
-            parts.append(f"vs the teacher: {_times(e['speedup_vs_teacher'], 'faster', 'slower')}, "
-                         f"{_times(e['smaller_than_teacher'], 'smaller', 'larger')}")
+            parts.append(f"{_times(e['smaller_than_student'], 'smaller', 'larger')} on disk")
+        if e["speedup_vs_student"] is not None:
+            parts.append(f"{_times(e['speedup_vs_student'], 'faster', 'slower')} at batch 1")
+        vs_teacher = [_times(e[k], a, b) for k, a, b in (("speedup_vs_teacher", "faster", "slower"),
+                                                         ("smaller_than_teacher", "smaller", "larger")) if e[k] is not None]
+        if vs_teacher:
+            parts.append("vs the teacher: " + ", ".join(vs_teacher))
         lines.append(f"- {names[name]}: " + "; ".join(parts))
     meas = report["measurement"]
     lines += ["", f"Latency: {meas['latency']}; throughput: {meas['throughput']}; {meas['threads']} CPU threads. "

@@ -137,6 +137,7 @@ BAD = {
                                "not a distiltune export"),
     "no data to check on": (lambda t, e: ["--model", str(t / "m"), "--output-dir", str(t / "o")], "no data to re-check"),
     "unknown flag": (lambda t, e: ["--model", str(t / "m"), "--quantise", "int8"], "unrecognized arguments: --quantise"),
+    "opset 99": (lambda t, e: ["--model", str(t / "m"), "--opset", "99"], "--opset 99 is not supported.*17 to 23"),
 }
 
 
@@ -159,8 +160,17 @@ def test_export_bad_input(case, tmp_path, exported, capsys):
     assert not (tmp_path / "o").exists()
 
 
-def test_predict_bad_input(tmp_path, exported, trained_teacher, capsys):
-    assert main(["predict", "--model", trained_teacher, "some text"]) == 2
-    assert "is not an exported model" in capsys.readouterr().err
-    meta = json.loads((exported / "distiltune_export.json").read_text())
-    assert meta["default"] == "int8"
+@pytest.mark.parametrize("argv,pattern", [
+    (["--model", "{model}", "x"], "is not an exported model"),
+    (["--model", "{export}", "--variant", "int4", "x"], "invalid choice: 'int4'"),
+    (["--model", "{export}", "--input-file", "images.npy"], "this model reads text"),
+    (["--model", "{export}"], "no texts given"),
+])
+def test_predict_bad_input(argv, pattern, exported, trained_teacher, capsys, monkeypatch):
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    code = main(["predict", *[a.format(model=trained_teacher, export=exported) for a in argv]])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and pattern in lines[0], err
