@@ -88,7 +88,7 @@ class Pipeline:
         t0 = time.perf_counter()
         trainer.train(resume_from_checkpoint=last)
         self.timings[stage] = time.perf_counter() - t0
-        return trainer.model
+        return _plain(trainer.model)
 
     def _resuming(self, stage: str, fp: str) -> bool:
         """Whether --resume will continue ``stage`` from a checkpoint made with the same inputs
@@ -443,10 +443,19 @@ class Pipeline:
                                   "give both models the same label names in the same order")
 
 
+def _plain(model):
+    """The model without the autocast wrapper accelerate puts around ``forward`` for mixed precision:
+    left in place, later stages nest it, the speed measurement times bf16 as "fp32", and an ONNX
+    export traces bf16 ops that onnxruntime's CPU provider lacks."""
+    from accelerate.utils import extract_model_from_parallel
+
+    return extract_model_from_parallel(model, keep_fp32_wrapper=False)
+
+
 def _cpu_copy(model):
-    """An fp32 CPU copy of a PyTorch model (timed as deployed without a GPU); other runtimes as they are."""
+    """A plain fp32 CPU copy of a PyTorch model (timed as deployed without a GPU); other runtimes as they are."""
     if isinstance(model, torch.nn.Module):
-        return copy.deepcopy(model).float().to("cpu").eval()
+        return _plain(copy.deepcopy(model)).float().to("cpu").eval()
     return model
 
 
