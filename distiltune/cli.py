@@ -95,11 +95,13 @@ def _export(argv: list[str]) -> int:
                         "predictions (default 0.999).")
     p.add_argument("--min-agreement-int8", type=float, help="The same floor for the int8 file (default 0.97).")
     p.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's).")
+    p.add_argument("--teacher", help="A trained teacher folder to evaluate and time beside the exports (speed-up, size ratio).")
     a = p.parse_args(argv)
     out = a.output_dir or a.model.rstrip("/") + "_onnx"
     try:
         report = export_model(a.model, out, quantize=a.quantize, fmt=a.format, overwrite=a.overwrite, config=a.config,
-                              min_agreement=a.min_agreement, min_agreement_int8=a.min_agreement_int8, opset=a.opset)
+                              min_agreement=a.min_agreement, min_agreement_int8=a.min_agreement_int8, opset=a.opset,
+                              teacher=a.teacher)
     except ExportCheckFailed as e:
         print(f"distiltune: export check failed: {e}", file=sys.stderr)
         return 1

@@ -489,10 +489,11 @@ def evaluate_models(cfg: DistillConfig, model_dirs: list[str], overwrite: bool =
 
 def export_model(model_dir: str, output_dir: str, quantize: str = "none", fmt: str = "onnx", overwrite: bool = False,
                  config: str | None = None, min_agreement: float | None = None, min_agreement_int8: float | None = None,
-                 opset: int | None = None) -> dict:
+                 opset: int | None = None, teacher: str | None = None) -> dict:
     """``distiltune export``: export a trained model folder, then re-check it on the task's test split
     (metric, agreement with the PyTorch model, latency side by side). Writes ``report.json``/``report.md``
-    into the export folder; raises :class:`~distiltune.export.ExportCheckFailed` below an agreement floor."""
+    into the export folder; raises :class:`~distiltune.export.ExportCheckFailed` below an agreement floor.
+    With ``teacher`` (a trained model folder) the teacher is evaluated and timed beside them too."""
     from . import export as E
     from .config_io import build_config, read_yaml
     from .module_pipeline import pipeline_class
@@ -516,7 +517,14 @@ def export_model(model_dir: str, output_dir: str, quantize: str = "none", fmt: s
         raise DistilTuneError(f"{model_dir} holds an untrained model (a fresh classifier head or network)",
                               "export a trained model folder, e.g. <output_dir>/student")
     t0 = time.perf_counter()
-    results = {"student": p.evaluate_model("student", model, tok, model_dir)}
+    results = {}
+    if teacher:
+        t_model, t_tok, t_trained = p._load_model(teacher, "teacher")
+        if not t_trained:
+            raise DistilTuneError(f"the teacher {teacher} is untrained (a fresh classifier head or network)",
+                                  "pass the fine-tuned teacher folder, e.g. <output_dir>/teacher")
+        results["teacher"] = p.evaluate_model("teacher", t_model, t_tok, M.resolve_path(teacher))
+    results["student"] = p.evaluate_model("student", model, tok, model_dir)
     p.export_student(model, tok, model_dir, results, output_dir, {"quantize": quantize, "opset": opset})
     p.measure(results)
     report = write_report(output_dir, cfg, p.data, results, {"export_and_check": time.perf_counter() - t0})

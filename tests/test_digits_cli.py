@@ -73,9 +73,12 @@ def test_cnn_student_exports_to_onnx_and_static_int8(digits_runs, tmp_path, caps
 
     out = tmp_path / "onnx"
     student = digits_runs / "distill" / "student"
-    assert main(["export", "--model", str(student), "--quantize", "int8", "--output-dir", str(out)]) == 0
+    assert main(["export", "--model", str(student), "--quantize", "int8", "--output-dir", str(out),
+                 "--teacher", str(digits_runs / "teacher" / "student")]) == 0
     report = json.loads((out / "report.json").read_text())
     m = report["models"]
+    assert set(m) == {"teacher", "student", "student_onnx", "student_int8"}
+    assert report["export"]["student_int8"]["smaller_than_teacher"] > 1
     assert m["student_onnx"]["agreement"] == 1.0 and m["student_onnx"]["max_abs_logit_diff"] < 1e-4
     assert m["student_int8"]["agreement"] >= 0.99
     meta = json.loads((out / "distiltune_export.json").read_text())
