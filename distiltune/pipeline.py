@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import os
 import shutil
 import time
@@ -88,6 +89,12 @@ class Pipeline:
         t0 = time.perf_counter()
         trainer.train(resume_from_checkpoint=last)
         self.timings[stage] = time.perf_counter() - t0
+        if trainer.is_world_process_zero():  # the report's training curves
+            logs = os.path.join(self.out, "logs")
+            os.makedirs(logs, exist_ok=True)
+            with open(os.path.join(logs, f"{stage}.json.tmp"), "w") as f:
+                json.dump(trainer.state.log_history, f)
+            os.replace(os.path.join(logs, f"{stage}.json.tmp"), os.path.join(logs, f"{stage}.json"))
         return _plain(trainer.model)
 
     def _resuming(self, stage: str, fp: str) -> bool:
@@ -423,7 +430,7 @@ class Pipeline:
             self.timings["export"] = time.perf_counter() - t0
         self.measure(results)
         self.timings["total"] = time.perf_counter() - t_start
-        report = write_report(self.out, cfg, data, results, self.timings)
+        report = write_report(self.out, cfg, data, results, self.timings, logs_dir=os.path.join(self.out, "logs"))
         if export_error is not None:
             raise DistilTuneError(f"{export_error.problem} (the run itself finished: models and report.md are in {self.out})",
                                   export_error.fix)

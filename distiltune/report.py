@@ -1,9 +1,12 @@
 """report.json (read by other tools), report.md (read by people) and model cards."""
 from __future__ import annotations
 
+import base64
+import html
 import json
 import os
 
+import numpy as np
 import torch
 
 KEYS = ("metric", "params", "size_mb", "latency_ms_p50", "latency_ms_p95", "throughput_sps")
@@ -124,12 +127,63 @@ def to_markdown(report: dict) -> str:
                   f"Metrics computed with {meas['metric_precision']}." + (f" Exported: {meas['exported']}." if meas.get("exported") else ""),
               f"Schedules: temperature {report['schedules']['temperature']}, distill_weight {report['schedules']['distill_weight']}.",
               "", "Wall time per stage (s): " + ", ".join(f"{k} {v}" for k, v in report["timings_s"].items()), ""]
+    lines += [f"![{name.replace('_', ' ')}]({path})" for name, path in report.get("plots", {}).items()]
     return "\n".join(lines)
 
 
-def write_report(out: str, cfg, data, results: dict, timings: dict) -> dict:
+PLOT_CAPTIONS = {"metric_vs_latency": "Test metric vs batch-1 latency; the dashed line joins the models no other "
+                                      "beats on both (the Pareto front).",
+                 "metric_vs_size": "Test metric vs size on disk.",
+                 "training_curves": "Per training stage: loss terms over steps; temperature and term weights "
+                                    "(schedules) and, when evaluated, the validation metric.",
+                 "confusion_matrix": "The student's predictions on the test split."}
+
+
+def to_html(report: dict, out: str) -> str:
+    """One file that opens anywhere: the markdown's content with the plots embedded as base64 PNGs."""
+    md = to_markdown(report).splitlines()
+    body, table = [], []
+    for line in md:
+        if line.startswith("|"):
+            cells = [html.escape(c.strip()) for c in line.strip("|").split("|")]
+            if not set("".join(cells)) <= set("-"):
+                tag = "th" if not table else "td"
+                table.append("<tr>" + "".join(f"<{tag}>{c}</{tag}>" for c in cells) + "</tr>")
+            continue
+        if table:
+            body.append("<table>" + "".join(table) + "</table>")
+            table = []
+        if line.startswith("# "):
+            body.append(f"<h1>{html.escape(line[2:])}</h1>")
+        elif line.startswith("- "):
+            body.append(f"<li>{html.escape(line[2:])}</li>")
+        elif line.startswith("!["):
+            continue
+        elif line.strip():
+            body.append(f"<p>{html.escape(line)}</p>")
+    if table:
+        body.append("<table>" + "".join(table) + "</table>")
+    for name, path in report.get("plots", {}).items():
+        with open(os.path.join(out, path), "rb") as f:
+            data = base64.b64encode(f.read()).decode()
+        body.append(f'<figure><img alt="{name}" src="data:image/png;base64,{data}">'
+                    f"<figcaption>{html.escape(PLOT_CAPTIONS.get(name, name))}</figcaption></figure>")
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+             "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
+             "img{max-width:100%}figure{margin:1.5em 0}")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>distiltune report</title>"
+            f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n")
+
+
+def write_report(out: str, cfg, data, results: dict, timings: dict, logs_dir: str | None = None) -> dict:
+    """report.json, report.md and a self-contained report.html, with the plots in ``out/plots``."""
+    from .plots import write_plots
+
     report = build_report(cfg, data, results, timings)
-    for name, text in (("report.json", json.dumps(report, indent=2)), ("report.md", to_markdown(report))):
+    labels = np.asarray(data.test["labels"]) if "labels" in data.test.column_names else None
+    report["plots"] = write_plots(out, report, results, labels, data.label_names, logs_dir)
+    for name, text in (("report.json", json.dumps(report, indent=2)), ("report.md", to_markdown(report)),
+                       ("report.html", to_html(report, out))):
         tmp = os.path.join(out, name + ".tmp")
         with open(tmp, "w") as f:
             f.write(text)

@@ -10,7 +10,7 @@ from .errors import DistilTuneError
 
 # Entries a run writes; --overwrite removes only these, never unrelated user files.
 RUN_ENTRIES = ("teacher", "student", "baseline_student", "student_onnx", "checkpoints", "tensorboard", ".stages", "cache", "evaluation",
-               "config.yaml", "report.json", "report.md")
+               "logs", "plots", "config.yaml", "report.json", "report.md", "report.html")
 
 
 def prepare_output_dir(path: str, overwrite: bool, resume: bool) -> None:

@@ -182,3 +182,31 @@ def test_evaluate_command_reads_the_saved_config(distill_run):
     assert set(report["models"]) == {"teacher", "student", "model_1"}
     assert report["models"]["student"]["metric"] == pytest.approx(run["models"]["student"]["metric"], abs=0.02)
     assert (distill_run / "report.json").read_text() == before
+
+
+def test_report_plots_render_and_html_embeds_them(distill_run):
+    """The report's PNGs are real, non-blank images; report.md links them; report.html is one
+    self-contained file with every plot inside."""
+    import matplotlib.image as mpimg
+
+    report = json.loads((distill_run / "report.json").read_text())
+    assert set(report["plots"]) == {"metric_vs_latency", "metric_vs_size", "training_curves", "confusion_matrix"}
+    md = (distill_run / "report.md").read_text()
+    page = (distill_run / "report.html").read_text()
+    for name, rel in report["plots"].items():
+        img = mpimg.imread(distill_run / rel)
+        assert img.shape[0] >= 300 and img.shape[1] >= 400 and img[..., :3].std() > 0.05, name
+        assert f"]({rel})" in md
+    assert page.count("data:image/png;base64,") == 4 and "<table>" in page and "student" in page
+    assert (distill_run / "logs" / "distill.json").is_file()  # the curves' source: the Trainer's log history
+
+
+def test_pareto_front():
+    from distiltune.plots import pareto_front
+
+    pts = {"teacher": (60.0, 0.86), "student": (11.0, 0.83), "baseline": (10.5, 0.79), "int8": (4.3, 0.83),
+           "onnx": (7.5, 0.83)}
+    # int8 matches the students' best accuracy at the lowest latency; only the more accurate teacher survives beside it
+    assert pareto_front(pts) == ["int8", "teacher"]
+    pts["int8"] = (4.3, 0.82)
+    assert pareto_front(pts) == ["int8", "onnx", "teacher"]  # giving up accuracy puts onnx back on the front

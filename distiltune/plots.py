@@ -1,0 +1,158 @@
+"""The report's pictures (matplotlib, headless): metric vs latency with the Pareto front, metric vs
+size, training curves (loss terms, schedules, validation metric) and the student's confusion matrix."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+PLOT_DIR = "plots"
+# Models in the order and colours people compare them.
+COLOURS = {"teacher": "tab:red", "student": "tab:blue", "baseline_student": "tab:gray",
+           "student_onnx": "tab:cyan", "student_int8": "tab:green"}
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display needed (CI, servers)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def pareto_front(points: dict[str, tuple[float, float]]) -> list[str]:
+    """Names of the points no other point beats on both axes (lower cost x, higher metric y),
+    ordered by cost: the models worth deploying at some budget."""
+    front = [n for n, (x, y) in points.items()
+             if not any((x2 <= x and y2 >= y) and (x2 < x or y2 > y) for m, (x2, y2) in points.items() if m != n)]
+    return sorted(front, key=lambda n: points[n][0])
+
+
+def _scatter(models: dict, key: str, xlabel: str, title: str, metric: str, path: str) -> None:
+    plt = _pyplot()
+    points = {n: (r[key], r["metric"]) for n, r in models.items() if r.get(key) and r.get("metric") is not None}
+    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=110)
+    for n, (x, y) in points.items():
+        ax.scatter([x], [y], s=60, color=COLOURS.get(n, "tab:purple"), label=n, zorder=3)
+        ax.annotate(n, (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    front = pareto_front(points)
+    if len(front) > 1:
+        ax.plot([points[n][0] for n in front], [points[n][1] for n in front], "--", color="black", lw=1,
+                label="Pareto front", zorder=2)
+    ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(f"test {metric}")
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _curves(histories: dict[str, list[dict]], metric: str, path: str) -> bool:
+    """One row per training stage: loss terms over steps | schedules and validation metric."""
+    stages = {s: h for s, h in histories.items() if any("loss" in e for e in h)}
+    if not stages:
+        return False
+    plt = _pyplot()
+    fig, axes = plt.subplots(len(stages), 2, figsize=(11, 3.2 * len(stages)), dpi=100, squeeze=False)
+    for row, (stage, hist) in enumerate(stages.items()):
+        train = [e for e in hist if "loss" in e and "step" in e]
+        steps = [e["step"] for e in train]
+        ax = axes[row][0]
+        keys = ["loss"] + sorted({k for e in train for k in e if k.startswith("loss_")})
+        for k in keys:
+            ax.plot(steps, [e.get(k, np.nan) for e in train], "o-" if len(steps) < 5 else "-", label=k,
+                    lw=1.8 if k == "loss" else 1.0, ms=4)
+        ax.set_title(f"{stage}: loss terms (unweighted) and total")
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel("loss")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+        ax = axes[row][1]
+        sched = sorted({k for e in train for k in e if k == "temperature" or k.startswith("weight_")})
+        for k in sched:
+            ax.plot(steps, [e.get(k, np.nan) for e in train], "o-" if len(steps) < 5 else "-", label=k, ms=4)
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel("temperature / term weight")
+        ax.set_title(f"{stage}: schedules" + (" and validation metric" if any(f"eval_{metric}" in e for e in hist) else ""))
+        evals = [e for e in hist if f"eval_{metric}" in e]
+        if evals:
+            ax2 = ax.twinx()
+            ax2.plot([e["step"] for e in evals], [e[f"eval_{metric}"] for e in evals], "o-", color="black",
+                     label=f"validation {metric}")
+            ax2.set_ylabel(f"validation {metric}")
+            ax2.legend(fontsize=7, loc="lower right")
+        ax.grid(True, alpha=0.3)
+        if sched:
+            ax.legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return True
+
+
+def _confusion(labels: np.ndarray, pred: np.ndarray, names: list[str], model: str, path: str) -> None:
+    from sklearn.metrics import confusion_matrix
+
+    plt = _pyplot()
+    cm = confusion_matrix(labels, pred, labels=list(range(len(names))))
+    size = min(2.5 + 0.5 * len(names), 12)
+    fig, ax = plt.subplots(figsize=(size + 1, size), dpi=110)
+    im = ax.imshow(cm, cmap="Blues")
+    fig.colorbar(im, ax=ax, label="test rows")
+    ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(len(names)), names, fontsize=8)
+    if len(names) <= 20:
+        for i in range(len(names)):
+            for j in range(len(names)):
+                ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=8,
+                        color="white" if cm[i, j] > cm.max() / 2 else "black")
+    ax.set_xlabel("predicted label")
+    ax.set_ylabel("true label")
+    ax.set_title(f"{model}: confusion matrix on the test split")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def read_histories(logs_dir: str | None) -> dict[str, list[dict]]:
+    """The Trainer's log history of each stage, as written by the pipeline (``logs/<stage>.json``)."""
+    if not logs_dir or not os.path.isdir(logs_dir):
+        return {}
+    order = ["teacher", "intermediate", "distill", "student_finetune", "student", "baseline_student"]
+    found = {f[:-5]: os.path.join(logs_dir, f) for f in os.listdir(logs_dir) if f.endswith(".json")}
+    out = {}
+    for stage in sorted(found, key=lambda s: order.index(s) if s in order else len(order)):
+        with open(found[stage]) as f:
+            out[stage] = json.load(f)
+    return out
+
+
+def write_plots(out: str, report: dict, results: dict, labels: np.ndarray | None, label_names: list[str] | None,
+                logs_dir: str | None = None) -> dict[str, str]:
+    """Write the PNGs into ``out/plots``; returns {plot name: path relative to ``out``}."""
+    os.makedirs(os.path.join(out, PLOT_DIR), exist_ok=True)
+    written = {}
+
+    def target(name):
+        written[name] = os.path.join(PLOT_DIR, f"{name}.png")
+        return os.path.join(out, written[name])
+
+    models, m = report["models"], report["metric"]
+    threads = report["measurement"]["threads"]
+    if sum(1 for r in models.values() if r.get("latency_ms_p50")) >= 1:
+        _scatter(models, "latency_ms_p50", f"latency p50 at batch 1 (ms, CPU, {threads} threads, log scale)",
+                 f"Test {m} vs latency", m, target("metric_vs_latency"))
+    if sum(1 for r in models.values() if r.get("size_mb")) >= 1:
+        _scatter(models, "size_mb", "size on disk (MB, log scale)", f"Test {m} vs size", m, target("metric_vs_size"))
+    curves = os.path.join(PLOT_DIR, "training_curves.png")
+    if _curves(read_histories(logs_dir), m, os.path.join(out, curves)):
+        written["training_curves"] = curves
+    student = next((n for n in ("student", *results) if n in results and "_logits" in results[n]), None)
+    if label_names and labels is not None and student is not None:
+        _confusion(labels, results[student]["_logits"].argmax(-1), list(label_names), student, target("confusion_matrix"))
+    return written
