@@ -100,6 +100,9 @@ class StrategyArguments:
     teacher_modules: list[str] | None = _f(None, "Default teacher submodule paths for feature terms.")
     intermediate_epochs: float = _f(1.0, "Epochs of the intermediate stage (terms with stage: intermediate, e.g. the "
                                          "tinybert and fitnets presets), run before the main distillation stage.")
+    early_stopping_patience: int | None = _f(None, "Stop a training stage after this many validation evaluations without "
+                                                   "improvement of the task metric (turns on per-epoch validation and "
+                                                   "keeps the best checkpoint, load_best_model_at_end).")
     teacher_cache: bool = _f(True, "Compute teacher logits once per dataset and reuse them every epoch.")
     baseline: bool = _f(True, "Also train the baseline student (same init and budget, labelled data only, no teacher).")
     mixed_precision: str = _f("auto", "bf16, fp16, no, or auto (bf16 where the CPU/GPU supports it).",
@@ -190,6 +193,16 @@ class DistillConfig(StrategyArguments, ModelArguments, DataArguments, TrainingAr
             errors.append(str(e))
         if errors:
             raise ValueError("; ".join(errors))
+        if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
+            raise ValueError(f"early_stopping_patience={self.early_stopping_patience} must be >= 1 (or leave it unset)")
+        if self.early_stopping_patience:
+            self.load_best_model_at_end = True
+        if self.load_best_model_at_end and str(getattr(self.eval_strategy, "value", self.eval_strategy)) == "no":
+            # Best-checkpoint selection needs a validation score at every save: evaluate when saving.
+            self.eval_strategy = self.save_strategy
+        # The task metric (accuracy, pearson, ...) is the default for picking the best checkpoint;
+        # it is known once the data is loaded (see Pipeline._args).
+        self.best_metric_is_task_metric = self.metric_for_best_model is None
         self._set_precision()
         if self.output_dir is None:
             self.output_dir = "runs/distiltune"

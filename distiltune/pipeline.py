@@ -45,12 +45,13 @@ class Pipeline:
         prepare_output_dir(self.out, overwrite, resume)
         self.book = StageBook(self.out, reuse=resume)
         self.timings: dict[str, float] = {}
+        self.selection: dict[str, dict] = {}  # stage -> which checkpoint was kept (validation monitoring)
 
     @classmethod
     def detached(cls, cfg: DistillConfig) -> "Pipeline":
         """For work on finished models (``distiltune export``): no output folder, no stage records."""
         p = cls.__new__(cls)
-        p.cfg, p.resume, p.out, p.timings = cfg, False, None, {}
+        p.cfg, p.resume, p.out, p.timings, p.selection = cfg, False, None, {}, {}
         return p
 
     # ------------------------------------------------------------------ helpers
@@ -60,6 +61,9 @@ class Pipeline:
 
     def _args(self, stage: str, **changes) -> DistillConfig:
         os.environ["TENSORBOARD_LOGGING_DIR"] = os.path.join(self.out, "tensorboard", stage)
+        if self.cfg.load_best_model_at_end and self.cfg.best_metric_is_task_metric:
+            changes.setdefault("metric_for_best_model", self.data.metric)
+            changes.setdefault("greater_is_better", True)  # accuracy, f1, matthews, pearson, spearman
         # Stages run for epochs: a max_steps meant for one stage must not cut the others short.
         return dataclasses.replace(self.cfg, output_dir=os.path.join(self.out, "checkpoints", stage),
                                    remove_unused_columns=False, max_steps=-1, **changes)
@@ -80,11 +84,21 @@ class Pipeline:
             f.write(fp)
         collator = self._collator(tokenizer, teacher_tokenizer)
         evaluating = str(getattr(args.eval_strategy, "value", args.eval_strategy)) != "no"
+        if evaluating and len(self.data.validation) == 0:
+            raise DistilTuneError("validation during training (eval_strategy, load_best_model_at_end or "
+                                  "early_stopping_patience) needs validation rows, but the validation split is empty",
+                                  "give validation_file, or a validation_size > 0")
+        callbacks = []
+        if self.cfg.early_stopping_patience:
+            from transformers import EarlyStoppingCallback
+
+            callbacks.append(EarlyStoppingCallback(self.cfg.early_stopping_patience))
         trainer = DistillationTrainer(model=model, args=args, train_dataset=train_ds, data_collator=collator,
                                       processing_class=tokenizer, teacher=teacher, objective=objective,
                                       temperature=temperature,
                                       eval_dataset=self._tok(self.data.validation, tokenizer) if evaluating else None,
-                                      compute_metrics=self._compute_metrics if evaluating else None)
+                                      compute_metrics=self._compute_metrics if evaluating else None,
+                                      callbacks=callbacks)
         last = get_last_checkpoint(args.output_dir) if self.resume and os.path.isdir(args.output_dir) else None
         t0 = time.perf_counter()
         trainer.train(resume_from_checkpoint=last)
@@ -95,6 +109,8 @@ class Pipeline:
             with open(os.path.join(logs, f"{stage}.json.tmp"), "w") as f:
                 json.dump(trainer.state.log_history, f)
             os.replace(os.path.join(logs, f"{stage}.json.tmp"), os.path.join(logs, f"{stage}.json"))
+        if args.load_best_model_at_end:
+            self.selection[stage] = checkpoint_choice(trainer.state, args.metric_for_best_model, epochs)
         return _plain(trainer.model)
 
     def _resuming(self, stage: str, fp: str) -> bool:
@@ -430,7 +446,8 @@ class Pipeline:
             self.timings["export"] = time.perf_counter() - t0
         self.measure(results)
         self.timings["total"] = time.perf_counter() - t_start
-        report = write_report(self.out, cfg, data, results, self.timings, logs_dir=os.path.join(self.out, "logs"))
+        report = write_report(self.out, cfg, data, results, self.timings, logs_dir=os.path.join(self.out, "logs"),
+                              selection=self.selection)
         if export_error is not None:
             raise DistilTuneError(f"{export_error.problem} (the run itself finished: models and report.md are in {self.out})",
                                   export_error.fix)
@@ -448,6 +465,17 @@ class Pipeline:
         if [t.id2label[i] for i in sorted(t.id2label)] != [s.id2label[i] for i in sorted(s.id2label)]:
             raise DistilTuneError(f"teacher labels {list(t.id2label.values())} differ from student labels {list(s.id2label.values())}",
                                   "give both models the same label names in the same order")
+
+
+def checkpoint_choice(state, metric: str, epochs_planned: float) -> dict:
+    """Which checkpoint a stage kept: the best validation score, its epoch, and whether it stopped early."""
+    key = metric if metric.startswith("eval_") else f"eval_{metric}"
+    step = int(state.best_model_checkpoint.rsplit("-", 1)[-1]) if state.best_model_checkpoint else None
+    at = next((e for e in state.log_history if e.get("step") == step and key in e), {})
+    return {"metric": key[5:], "best": state.best_metric, "best_step": step, "best_epoch": at.get("epoch"),
+            "epochs_run": round(state.epoch or 0.0, 3), "epochs_planned": epochs_planned,
+            "stopped_early": (state.epoch or 0.0) < epochs_planned - 1e-6,
+            "evaluations": [e[key] for e in state.log_history if key in e]}
 
 
 def _plain(model):

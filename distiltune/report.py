@@ -122,6 +122,12 @@ def to_markdown(report: dict) -> str:
         if vs_teacher:
             parts.append("vs the teacher: " + ", ".join(vs_teacher))
         lines.append(f"- {names[name]}: " + "; ".join(parts))
+    for stage, c in report.get("checkpoint_selection", {}).items():
+        if c["best_step"] is None:
+            continue
+        lines.append(f"- {stage}: kept the checkpoint of epoch {c['best_epoch']:g} (step {c['best_step']}), best validation "
+                     f"{c['metric']} {c['best']:.4f} over {len(c['evaluations'])} evaluations; ran {c['epochs_run']:g} of "
+                     f"{c['epochs_planned']:g} epochs" + (" (early stopping)" if c["stopped_early"] else ""))
     meas = report["measurement"]
     lines += ["", f"Latency: {meas['latency']}; throughput: {meas['throughput']}; {meas['threads']} CPU threads. "
                   f"Metrics computed with {meas['metric_precision']}." + (f" Exported: {meas['exported']}." if meas.get("exported") else ""),
@@ -175,11 +181,14 @@ def to_html(report: dict, out: str) -> str:
             f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n")
 
 
-def write_report(out: str, cfg, data, results: dict, timings: dict, logs_dir: str | None = None) -> dict:
+def write_report(out: str, cfg, data, results: dict, timings: dict, logs_dir: str | None = None,
+                 selection: dict | None = None) -> dict:
     """report.json, report.md and a self-contained report.html, with the plots in ``out/plots``."""
     from .plots import write_plots
 
     report = build_report(cfg, data, results, timings)
+    if selection:
+        report["checkpoint_selection"] = selection
     labels = np.asarray(data.test["labels"]) if "labels" in data.test.column_names else None
     report["plots"] = write_plots(out, report, results, labels, data.label_names, logs_dir)
     for name, text in (("report.json", json.dumps(report, indent=2)), ("report.md", to_markdown(report)),

@@ -210,3 +210,42 @@ def test_pareto_front():
     assert pareto_front(pts) == ["int8", "teacher"]
     pts["int8"] = (4.3, 0.82)
     assert pareto_front(pts) == ["int8", "onnx", "teacher"]  # giving up accuracy puts onnx back on the front
+
+
+def test_validation_each_epoch_keeps_the_best_checkpoint_and_stops_early(tmp_path, task_files, base_models,
+                                                                          trained_teacher):
+    """early_stopping_patience: validation accuracy every epoch, the best checkpoint is what is saved,
+    the stage stops once the metric stops improving, and the report says which epoch was kept."""
+    import numpy as np
+
+    from distiltune.config_io import build_config, read_yaml
+    from distiltune.data import load_task_data
+    from distiltune.evaluate import predict_logits
+    from distiltune.pipeline import Pipeline
+
+    out = tmp_path / "run"
+    code = main(["distill", *cli_args(task_files, out, trained_teacher, base_models["student"], "--num_labeled", "40",
+                                      "--num_train_epochs", "8", "--learning_rate", "3e-3",
+                                      "--per_device_train_batch_size", "16", "--early_stopping_patience", "1",
+                                      "--report_to", "none", "--disable_tqdm", "true")])
+    assert code == 0
+    report = json.loads((out / "report.json").read_text())
+    c = report["checkpoint_selection"]["distill"]
+    assert c["metric"] == "accuracy" and c["best"] == max(c["evaluations"])
+    assert c["stopped_early"] and c["epochs_run"] < 8 and len(c["evaluations"]) == round(c["epochs_run"])
+    assert c["evaluations"].index(c["best"]) + 1 == round(c["best_epoch"])
+    assert f"kept the checkpoint of epoch {c['best_epoch']:g}" in (out / "report.md").read_text()
+    # The saved student is the best checkpoint, not the last one: same validation accuracy.
+    cfg = build_config(read_yaml(str(out / "config.yaml")))
+    p = Pipeline.detached(cfg)
+    p.data = load_task_data(cfg)
+    model, tok, _ = p._load_model(str(out / "student"), "student")
+    val = p._tok(p.data.validation, tok)
+    acc = float(np.mean(predict_logits(model, p._padder(tok), val, progress=False).argmax(-1) == np.asarray(val["labels"])))
+    assert acc == pytest.approx(c["best"])
+
+
+def test_early_stopping_needs_a_positive_patience(tmp_path, task_files, base_models, capsys):
+    code = main(["finetune", *cli_args(task_files, tmp_path / "o", base_models["teacher"], base_models["student"],
+                                       "--early_stopping_patience", "0")])
+    assert code == 2 and "early_stopping_patience=0 must be >= 1" in capsys.readouterr().err
