@@ -76,6 +76,31 @@ class _Args(argparse.ArgumentParser):
         raise DistilTuneError(message, f"see `{self.prog} --help`")
 
 
+def _compare(argv: list[str]) -> int:
+    from .compare import STRATEGIES, compare
+    from .config_io import parse_config
+
+    pre = _Args(prog="distiltune compare", add_help=False, allow_abbrev=False)  # --seed is a config flag
+    pre.add_argument("--seeds", type=int, help="Seeds per strategy: seed, seed+1, ... (default 3; 1 with --quick).")
+    pre.add_argument("--strategies", nargs="+", default=list(STRATEGIES))
+    known, rest = pre.parse_known_args(argv)
+    if "-h" in rest or "--help" in rest:
+        print("usage: distiltune compare --config x.yaml [--seeds N] [--strategies finetune distill distill_finetune] "
+              "[--quick] [--output-dir DIR] [any config flag]\nRuns each strategy on the same student, data and epoch "
+              "budget over N seeds (the teacher is fine-tuned once) and writes compare.json, report.md, plots/.")
+        return 0
+    cfg, flags = parse_config(rest, "compare")
+    n = known.seeds if known.seeds is not None else (1 if "--quick" in rest else 3)
+    if n < 1:
+        raise DistilTuneError(f"--seeds {n} must be >= 1", "use --seeds 3 (or 1 for a quick look)")
+    result = compare(cfg, [cfg.seed + i for i in range(n)], known.strategies, cfg.output_dir,
+                     overwrite=flags.overwrite, resume=flags.resume)
+    with open(os.path.join(cfg.output_dir, "report.md")) as f:
+        print(f.read())
+    print(f"[distiltune] best: {result['best']}; compare.json and report.md in {cfg.output_dir}")
+    return 0
+
+
 def _export(argv: list[str]) -> int:
     from .export import ExportCheckFailed
     from .pipeline import export_model
@@ -143,12 +168,13 @@ def _losses() -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    usage = "usage: distiltune {run,demo,finetune,distill,evaluate,export,predict,losses} [--config x.yaml] [options]"
+    usage = "usage: distiltune {run,demo,finetune,distill,evaluate,compare,export,predict,losses} [--config x.yaml] [options]"
     if not argv or argv[0] in ("-h", "--help"):
         print(usage)
         for c, (h, _) in COMMANDS.items():
             print(f"  {c:<9} {h}")
         print("  evaluate  Evaluate model folders on the config's test split (metric, size, latency).")
+        print("  compare   Fine-tune only vs distil vs distil-then-fine-tune on one student and budget, over seeds.")
         print("  export    Export a trained model to ONNX (--quantize int8) and re-check it (metric, agreement, latency).")
         print("  predict   Predict with an exported model: distiltune predict --model DIR \"some text\".")
         print("  losses    List the registered loss terms and presets.")
@@ -164,10 +190,12 @@ def main(argv: list[str] | None = None) -> int:
             return _evaluate(rest)
         if cmd == "export":
             return _export(rest)
+        if cmd == "compare":
+            return _compare(rest)
         if cmd not in COMMANDS:
             import difflib
 
-            near = difflib.get_close_matches(cmd, list(COMMANDS) + ["evaluate", "export", "predict", "losses"], n=1)
+            near = difflib.get_close_matches(cmd, list(COMMANDS) + ["evaluate", "compare", "export", "predict", "losses"], n=1)
             raise DistilTuneError(f"unknown command '{cmd}'", f"did you mean '{near[0]}'?" if near else usage)
         return _train_command(cmd, rest)
     except DistilTuneError as e:

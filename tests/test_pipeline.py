@@ -249,3 +249,32 @@ def test_early_stopping_needs_a_positive_patience(tmp_path, task_files, base_mod
     code = main(["finetune", *cli_args(task_files, tmp_path / "o", base_models["teacher"], base_models["student"],
                                        "--early_stopping_patience", "0")])
     assert code == 2 and "early_stopping_patience=0 must be >= 1" in capsys.readouterr().err
+
+
+def test_compare_runs_each_strategy_over_seeds_with_one_teacher(tmp_path, task_files, base_models, trained_teacher, capsys):
+    """compare: three strategies x 2 seeds on one student and epoch budget; the summary is the
+    mean/std of the runs' own reports; the given (trained) teacher is shared, not retrained."""
+    import statistics
+
+    out = tmp_path / "cmp"
+    code = main(["compare", "--seeds", "2", *cli_args(task_files, out, trained_teacher, base_models["student"],
+                                                       "--num_labeled", "40", "--num_train_epochs", "4",
+                                                       "--final_finetune_epochs", "1", "--learning_rate", "3e-3",
+                                                       "--per_device_train_batch_size", "16", "--report_to", "none",
+                                                       "--disable_tqdm", "true")])
+    assert code == 0
+    r = json.loads((out / "compare.json").read_text())
+    assert set(r["strategies"]) == {"finetune", "distill", "distill_finetune"} and r["seeds"] == [0, 1]
+    for name, s in r["strategies"].items():
+        per_seed = [json.loads((out / f"{name}-seed{seed}" / "report.json").read_text())["models"]["student"]["metric"]
+                    for seed in (0, 1)]
+        assert s["per_seed"] == per_seed
+        assert s["metric"]["mean"] == pytest.approx(statistics.mean(per_seed))
+        assert s["metric"]["std"] == pytest.approx(statistics.stdev(per_seed))
+        assert (s["teacher_forward_passes"] > 0) == (name != "finetune")
+    cfg = (out / "distill-seed0" / "config.yaml").read_text()
+    assert "num_train_epochs: 5.0" in cfg and "final_finetune_epochs: 0.0" in cfg  # same 5-epoch budget
+    # 40 labels: learning from the teacher's soft labels on the other rows beats labels alone
+    assert r["strategies"]["distill"]["metric"]["mean"] > r["strategies"]["finetune"]["metric"]["mean"]
+    assert r["teacher"]["metric"] > 0.9 and not (out / "teacher_run" / "teacher").exists()
+    assert (out / r["plots"]["strategies"]).is_file() and "| finetune |" in (out / "report.md").read_text()
