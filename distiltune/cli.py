@@ -101,6 +101,27 @@ def _compare(argv: list[str]) -> int:
     return 0
 
 
+def _advise(argv: list[str]) -> int:
+    import json
+
+    from .advise import advice_text, advise
+
+    p = _Args(prog="distiltune advise", description="Measure the teacher and smaller student shapes here; recommend a "
+              "shape and a strategy (finetune, distill, distill_finetune) for your budget.")
+    p.add_argument("--teacher", required=True, help="Teacher folder, hub name or demo:all-mpnet-base-v2.")
+    p.add_argument("--latency-ms", type=float, help="Latency budget at batch 1 on this machine (p50, ms).")
+    p.add_argument("--size-mb", type=float, help="Size budget on disk (MB; int8 export counts ~1 byte per parameter).")
+    p.add_argument("--labelled", type=int, help="Labelled training rows you have.")
+    p.add_argument("--unlabeled", type=int, help="Unlabeled task text rows you have.")
+    p.add_argument("--train-hours", type=float, help="Training-time budget on this machine (hours).")
+    p.add_argument("--seq-len", type=int, default=32, help="Typical input length in tokens (default 32).")
+    p.add_argument("--json", action="store_true", help="Print the result as JSON.")
+    a = p.parse_args(argv)
+    r = advise(a.teacher, a.latency_ms, a.size_mb, a.labelled, a.unlabeled, a.train_hours, a.seq_len)
+    print(json.dumps(r, indent=2) if a.json else advice_text(r))
+    return 0
+
+
 def _export(argv: list[str]) -> int:
     from .export import ExportCheckFailed
     from .pipeline import export_model
@@ -168,13 +189,14 @@ def _losses() -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    usage = "usage: distiltune {run,demo,finetune,distill,evaluate,compare,export,predict,losses} [--config x.yaml] [options]"
+    usage = "usage: distiltune {run,demo,finetune,distill,evaluate,compare,advise,export,predict,losses} [--config x.yaml] [options]"
     if not argv or argv[0] in ("-h", "--help"):
         print(usage)
         for c, (h, _) in COMMANDS.items():
             print(f"  {c:<9} {h}")
         print("  evaluate  Evaluate model folders on the config's test split (metric, size, latency).")
         print("  compare   Fine-tune only vs distil vs distil-then-fine-tune on one student and budget, over seeds.")
+        print("  advise    Recommend a student shape and strategy for a latency/size/data/time budget (measured here).")
         print("  export    Export a trained model to ONNX (--quantize int8) and re-check it (metric, agreement, latency).")
         print("  predict   Predict with an exported model: distiltune predict --model DIR \"some text\".")
         print("  losses    List the registered loss terms and presets.")
@@ -192,10 +214,12 @@ def main(argv: list[str] | None = None) -> int:
             return _export(rest)
         if cmd == "compare":
             return _compare(rest)
+        if cmd == "advise":
+            return _advise(rest)
         if cmd not in COMMANDS:
             import difflib
 
-            near = difflib.get_close_matches(cmd, list(COMMANDS) + ["evaluate", "compare", "export", "predict", "losses"], n=1)
+            near = difflib.get_close_matches(cmd, list(COMMANDS) + ["evaluate", "compare", "advise", "export", "predict", "losses"], n=1)
             raise DistilTuneError(f"unknown command '{cmd}'", f"did you mean '{near[0]}'?" if near else usage)
         return _train_command(cmd, rest)
     except DistilTuneError as e:

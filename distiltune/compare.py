@@ -21,12 +21,14 @@ def _teacher(cfg, out: str, overwrite: bool, resume: bool) -> tuple[str | None, 
     from .module_pipeline import pipeline_class
     from .data import load_task_data
     from .models import resolve_path
+    from .config_io import save_config
 
     if not cfg.teacher:
         return None, 0.0
     p = pipeline_class(cfg)(cfg, overwrite=overwrite, resume=resume, out=os.path.join(out, "teacher_run"))
     p.check_inputs()
     p.data = load_task_data(cfg)
+    save_config(cfg, os.path.join(p.out, "config.yaml"))  # travels with the fine-tuned teacher
     t0 = time.perf_counter()
     _, _, path = p.teacher_stage()
     return resolve_path(path), time.perf_counter() - t0

@@ -278,3 +278,18 @@ def test_compare_runs_each_strategy_over_seeds_with_one_teacher(tmp_path, task_f
     assert r["strategies"]["distill"]["metric"]["mean"] > r["strategies"]["finetune"]["metric"]["mean"]
     assert r["teacher"]["metric"] > 0.9 and not (out / "teacher_run" / "teacher").exists()
     assert (out / r["plots"]["strategies"]).is_file() and "| finetune |" in (out / "report.md").read_text()
+
+
+def test_compare_fine_tunes_an_untrained_teacher_once(tmp_path, task_files, base_models):
+    from conftest import tiny_bert
+
+    model, tok = tiny_bert(tmp_path / "bare", hidden=64, layers=2, heads=2, save=False)
+    model.bert.save_pretrained(tmp_path / "bare")  # an encoder without a classifier head
+    out = tmp_path / "cmp"
+    code = main(["compare", "--seeds", "1", "--strategies", "distill", *cli_args(
+        task_files, out, str(tmp_path / "bare"), base_models["student"], "--num_train_epochs", "1",
+        "--teacher_num_train_epochs", "1", "--report_to", "none", "--disable_tqdm", "true")])
+    assert code == 0
+    r = json.loads((out / "compare.json").read_text())
+    assert r["teacher"]["fine_tuned_here"] and (out / "teacher_run" / "teacher" / "model.safetensors").is_file()
+    assert "teacher: " + str(out / "teacher_run" / "teacher") in (out / "distill-seed0" / "config.yaml").read_text()

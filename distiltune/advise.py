@@ -1,0 +1,202 @@
+"""``distiltune advise``: given a teacher and a deployment budget, measure the teacher here, measure
+randomly initialised students of smaller shapes (latency does not depend on training), and
+recommend a shape and a strategy — fine-tune only, distil, or distil then fine-tune — with reasons."""
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from .errors import DistilTuneError
+from .features import ENCODERS
+
+# Labels below which a final hard-label stage has too little to learn from (rule of thumb).
+ENOUGH_LABELS = 1000
+TRAIN_COST = 3.0  # forward + backward ~ 3 forward passes (Kaplan et al. 2020)
+
+
+def _keys(config) -> dict[str, str]:
+    c = config
+    return {"layers": ENCODERS[c.model_type][1], "hidden": "hidden_size" if hasattr(c, "hidden_size") else "dim",
+            "heads": "num_attention_heads" if hasattr(c, "num_attention_heads") else "n_heads",
+            "ffn": "intermediate_size" if hasattr(c, "intermediate_size") else "hidden_dim"}
+
+
+def shapes(layers: int, hidden: int) -> list[tuple[int, int]]:
+    """Candidate (layers, width) pairs: the teacher's depth cut to 2/3, 1/2, 1/3, 1/4, 2, 1 and its
+    width cut to 3/4, 1/2, 1/3, 1/4 (multiples of 32, at least 64)."""
+    ls = sorted({n for n in (layers, round(2 * layers / 3), layers // 2, layers // 3, layers // 4, 2, 1) if 1 <= n <= layers},
+                reverse=True)
+    ws = sorted({w for w in (hidden, *(max(64, int(hidden * f) // 32 * 32) for f in (0.75, 0.5, 1 / 3, 0.25))) if w <= hidden},
+                reverse=True)
+    return [(n, w) for n in ls for w in ws]
+
+
+def student_config(config, layers: int, hidden: int):
+    k = _keys(config)
+    c = copy.deepcopy(config)
+    heads = max(1, hidden // 64)
+    while hidden % heads:
+        heads -= 1
+    setattr(c, k["layers"], layers)
+    setattr(c, k["hidden"], hidden)
+    setattr(c, k["heads"], heads)
+    setattr(c, k["ffn"], 4 * hidden)
+    if hasattr(c, "embedding_size"):
+        c.embedding_size = hidden
+    return c
+
+
+class _RandomRows:
+    """Padder-like batches of random token ids of one length (latency depends on shape, not on values)."""
+
+    keys = ("input_ids", "attention_mask")
+
+    def __init__(self, vocab: int, seq_len: int, seed: int = 0):
+        self.vocab, self.seq_len = vocab, seq_len
+        self.gen = torch.Generator().manual_seed(seed)
+
+    def batch(self, rows):
+        ids = torch.randint(5, self.vocab, (len(rows), self.seq_len), generator=self.gen)
+        return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+
+
+def advise(teacher: str, latency_ms: float | None = None, size_mb: float | None = None, labelled: int | None = None,
+           unlabeled: int | None = None, train_hours: float | None = None, seq_len: int = 32, samples: int = 30) -> dict:
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    from .evaluate import measure_speeds
+    from .models import count_params, resolve_path
+
+    for name, v in (("--latency-ms", latency_ms), ("--size-mb", size_mb), ("--train-hours", train_hours)):
+        if v is not None and not v > 0:
+            raise DistilTuneError(f"{name} {v} must be > 0", f"give a positive budget, or leave {name} out")
+    for name, v in (("--labelled", labelled), ("--unlabeled", unlabeled)):
+        if v is not None and v < 0:
+            raise DistilTuneError(f"{name} {v} must be >= 0", "give a row count")
+    if not 2 <= seq_len <= 512:
+        raise DistilTuneError(f"--seq-len {seq_len} is out of range", "use the typical token length of your texts, 2 to 512")
+    try:
+        config = AutoConfig.from_pretrained(resolve_path(teacher))
+    except (OSError, ValueError) as e:
+        raise DistilTuneError(f"could not load the teacher '{teacher}': {str(e).splitlines()[0][:160]}",
+                              "point --teacher to a model folder or a hub name") from None
+    if config.model_type not in ENCODERS:
+        raise DistilTuneError(f"advise shrinks transformer encoders; '{teacher}' is a '{config.model_type}' model",
+                              f"supported: {', '.join(sorted(ENCODERS))} (for other networks, measure your own student "
+                              "factories with distiltune evaluate)")
+    k = _keys(config)
+    layers, hidden = int(getattr(config, k["layers"])), int(getattr(config, k["hidden"]))
+    seq_len = min(seq_len, getattr(config, "max_position_embeddings", 512) - 2)
+    torch.manual_seed(0)
+    t_model = AutoModelForSequenceClassification.from_config(config).eval()  # same shape: same speed
+    t_params = count_params(t_model)
+    candidates = {}
+    for n, w in shapes(layers, hidden):
+        if (n, w) == (layers, hidden):
+            continue
+        c = student_config(config, n, w)
+        m = AutoModelForSequenceClassification.from_config(c).eval()
+        p = count_params(m)
+        if size_mb is not None and p * 4 / 1e6 > size_mb and p / 1e6 > size_mb:  # not even int8 (~1 byte/param) fits
+            continue
+        candidates[f"{n}x{w}"] = (m, n, w, p)
+    rows = _RandomRows(config.vocab_size, seq_len)
+    from datasets import Dataset
+
+    ds = Dataset.from_dict({"i": list(range(samples))})
+    entries = {"teacher": (t_model, rows, ds)} | {name: (m, rows, ds) for name, (m, *_) in candidates.items()}
+    speeds = measure_speeds(entries, latency_samples=samples, batch_size=32, throughput_batches=2)
+
+    def row(name, n, w, p):
+        s = speeds[name]
+        return {"shape": name, "layers": n, "hidden": w, "params": p, "size_mb_fp32": round(p * 4 / 1e6, 1),
+                "size_mb_int8_est": round(p / 1e6, 2), "latency_ms_p50": round(s["latency_ms_p50"], 2),
+                "latency_ms_p95": round(s["latency_ms_p95"], 2), "throughput_sps": round(s["throughput_sps"], 1)}
+
+    t_row = row("teacher", layers, hidden, t_params) | {"shape": f"{layers}x{hidden}"}
+    rows_out = sorted((row(name, n, w, p) for name, (_, n, w, p) in candidates.items()), key=lambda r: -r["params"])
+
+    def fits(r):
+        return (latency_ms is None or r["latency_ms_p50"] <= latency_ms) and (
+            size_mb is None or r["size_mb_fp32"] <= size_mb or r["size_mb_int8_est"] <= size_mb)
+
+    budgets = {"latency_ms_p50": latency_ms, "size_mb": size_mb, "labelled": labelled, "unlabeled": unlabeled,
+               "train_hours": train_hours, "seq_len": seq_len, "threads": torch.get_num_threads()}
+    result = {"teacher": t_row, "budgets": budgets, "candidates": rows_out}
+    reasons = []
+    if fits(t_row):
+        result["strategy"], result["student"] = "finetune", None
+        reasons.append(f"the teacher's own shape already meets the budget ({t_row['latency_ms_p50']:.1f} ms at batch 1"
+                       + (f" <= {latency_ms:g} ms" if latency_ms else "") + f", {t_row['size_mb_fp32']:.0f} MB fp32"
+                       + (f" <= {size_mb:g} MB" if size_mb and t_row["size_mb_fp32"] <= size_mb else
+                          f", ~{t_row['size_mb_int8_est']:.3g} MB after int8 export <= {size_mb:g} MB" if size_mb else "")
+                       + "): fine-tune it on the task; distillation would trade accuracy for speed you do not need")
+    else:
+        ok = [r for r in rows_out if fits(r)]
+        if not ok:
+            fastest = min(rows_out + [t_row], key=lambda r: r["latency_ms_p50"])
+            smallest = min(rows_out + [t_row], key=lambda r: r["params"])
+            raise DistilTuneError(
+                f"no student shape meets the budget: the fastest measured here is {fastest['shape']} "
+                f"({fastest['latency_ms_p50']:.2f} ms at batch 1, {seq_len} tokens, {torch.get_num_threads()} threads) and the "
+                f"smallest {smallest['shape']} ({smallest['size_mb_fp32']} MB fp32, ~{smallest['size_mb_int8_est']} MB int8)",
+                "raise the budget, shorten the inputs (--seq-len), or start from a smaller teacher")
+        pick = ok[0]  # most parameters that fits: the most capacity to keep the teacher's accuracy
+        result["student"] = pick
+        why = []
+        if latency_ms is not None and t_row["latency_ms_p50"] > latency_ms:
+            why.append(f"the teacher takes {t_row['latency_ms_p50']:.1f} ms at batch 1, over the {latency_ms:g} ms budget")
+        if size_mb is not None and t_row["size_mb_fp32"] > size_mb:
+            why.append(f"it is {t_row['size_mb_fp32']:.3g} MB in fp32, over the {size_mb:g} MB budget")
+        reasons.append("deployment is constrained: " + " and ".join(why) + "; so the model you ship must be smaller")
+        reasons.append(f"the largest measured shape that fits is {pick['layers']} layers x {pick['hidden']} wide "
+                       f"({pick['params'] / 1e6:.1f}M params, {pick['latency_ms_p50']:.1f} ms at batch 1, "
+                       f"{t_row['latency_ms_p50'] / pick['latency_ms_p50']:.1f}x faster than the teacher, "
+                       f"{pick['size_mb_fp32']:.3g} MB fp32 / ~{pick['size_mb_int8_est']:.3g} MB int8); "
+                       "more capacity keeps more of the teacher's accuracy"
+                       + ("" if pick["size_mb_fp32"] <= (size_mb or float("inf")) else "; it meets the size budget only "
+                          "after int8 export (distiltune export --quantize int8)"))
+        if labelled is not None and labelled >= ENOUGH_LABELS:
+            result["strategy"] = "distill_finetune"
+            reasons.append(f"{labelled} labelled rows are enough for a final hard-label stage: distil (the teacher's "
+                           "soft labels, annealed temperature), then fine-tune the student on the labels")
+        else:
+            result["strategy"] = "distill"
+            reasons.append((f"with {labelled} labelled rows" if labelled is not None else "without a label count")
+                           + " the teacher's soft labels carry most of the signal: distil"
+                           + (f", and let the teacher label the {unlabeled} unlabeled rows too" if unlabeled else
+                              "; unlabeled text of the task would help (the teacher labels it)"))
+    # Rough training cost: forward+backward ~ 3 forwards, throughput measured here at batch 32.
+    if labelled is not None:
+        rows_seen = labelled + (unlabeled or 0)
+        t_sps, s_sps = t_row["throughput_sps"], (result["student"] or t_row)["throughput_sps"]
+        secs = labelled * 2 * TRAIN_COST / t_sps  # teacher fine-tune, 2 epochs
+        if result["strategy"] != "finetune":
+            secs += rows_seen / t_sps + rows_seen * 3 * TRAIN_COST / s_sps  # teacher labels once; student 3 epochs
+        result["estimated_training_hours"] = float(f"{secs / 3600:.3g}")
+        if train_hours is not None and secs / 3600 > train_hours:
+            reasons.append(f"estimated training time here is {secs / 3600:.2g} h, over the {train_hours:g} h budget: "
+                           "use fewer unlabeled rows or epochs, a GPU, or a smaller student")
+    result["reasons"] = reasons
+    return result
+
+
+def advice_text(r: dict) -> str:
+    t, s = r["teacher"], r.get("student")
+    lines = [f"teacher {t['shape']} (layers x width): {t['params'] / 1e6:.1f}M params, {t['size_mb_fp32']:.0f} MB fp32, "
+             f"{t['latency_ms_p50']:.1f} ms at batch 1 ({r['budgets']['seq_len']} tokens, {r['budgets']['threads']} threads)",
+             f"recommended strategy: {r['strategy']}"]
+    if s:
+        how = (f"student: from_teacher with {s['layers']} student_layers (the teacher's own layers)"
+               if s["hidden"] == int(t["shape"].split("x")[1]) else
+               "narrower than the teacher: start from a pretrained model of about that shape (student: <folder or hub name>)")
+        lines.append(f"recommended student: {s['layers']} layers x {s['hidden']} wide; {how}")
+    lines += [f"- {x}" for x in r["reasons"]]
+    if r.get("estimated_training_hours") is not None:
+        lines.append(f"- estimated training time on this machine: {r['estimated_training_hours']:g} h (rough: "
+                     "forward+backward = 3 forwards, throughput measured at batch 32)")
+    lines.append("measured shapes (random weights; speed and size do not depend on training):")
+    for c in r["candidates"]:
+        lines.append(f"  {c['shape']:>8}  {c['params'] / 1e6:7.1f}M  {c['size_mb_fp32']:7.1f} MB  {c['latency_ms_p50']:7.2f} ms")
+    return "\n".join(lines)
