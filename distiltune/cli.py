@@ -124,7 +124,7 @@ def _advise(argv: list[str]) -> int:
 
 def _export(argv: list[str]) -> int:
     from .export import ExportCheckFailed
-    from .pipeline import export_model
+    from .deploy import export_model
     from .report import summary_table
 
     p = _Args(prog="distiltune export", description="Export a trained model folder to ONNX (and int8), then re-check "

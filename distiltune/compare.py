@@ -118,10 +118,10 @@ def write_compare(out: str, cfg, seeds, runs: dict, teacher_row: dict | None, te
     plot = _plot(out, result)
     if plot:
         result["plots"] = {"strategies": plot}
-    for name, text in (("compare.json", json.dumps(result, indent=2)), ("report.md", compare_markdown(result))):
-        with open(os.path.join(out, name + ".tmp"), "w") as f:
-            f.write(text)
-        os.replace(os.path.join(out, name + ".tmp"), os.path.join(out, name))
+    from .report import write_atomic
+
+    write_atomic(os.path.join(out, "compare.json"), json.dumps(result, indent=2))
+    write_atomic(os.path.join(out, "report.md"), compare_markdown(result))
     return result
 
 

@@ -214,3 +214,19 @@ def write_folder(path: str, write_weights, files: dict[str, str]) -> None:
 def model_size_mb(path: str) -> float:
     files = [f for f in os.listdir(path) if f.endswith((".safetensors", ".bin"))]
     return sum(os.path.getsize(os.path.join(path, f)) for f in files) / 1e6
+
+
+def plain_model(model):
+    """The model without the autocast wrapper accelerate puts around ``forward`` for mixed precision:
+    left in place, later stages nest it, the speed measurement times bf16 as "fp32", and an ONNX
+    export traces bf16 ops that onnxruntime's CPU provider lacks."""
+    from accelerate.utils import extract_model_from_parallel
+
+    return extract_model_from_parallel(model, keep_fp32_wrapper=False)
+
+
+def cpu_copy(model):
+    """A plain fp32 CPU copy of a PyTorch model (timed as deployed without a GPU); other runtimes as they are."""
+    if isinstance(model, nn.Module):
+        return plain_model(copy.deepcopy(model)).float().to("cpu").eval()
+    return model

@@ -193,11 +193,15 @@ def write_report(out: str, cfg, data, results: dict, timings: dict, logs_dir: st
     report["plots"] = write_plots(out, report, results, labels, data.label_names, logs_dir)
     for name, text in (("report.json", json.dumps(report, indent=2)), ("report.md", to_markdown(report)),
                        ("report.html", to_html(report, out))):
-        tmp = os.path.join(out, name + ".tmp")
-        with open(tmp, "w") as f:
-            f.write(text)
-        os.replace(tmp, os.path.join(out, name))
+        write_atomic(os.path.join(out, name), text)
     return report
+
+
+def write_atomic(path: str, text: str) -> None:
+    """Temp file + rename: a reader never sees half a report."""
+    with open(path + ".tmp", "w") as f:
+        f.write(text)
+    os.replace(path + ".tmp", path)
 
 
 def summary_table(report: dict) -> str:
