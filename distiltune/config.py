@@ -5,6 +5,7 @@ The data, model and strategy groups are separate mixins so each stays readable.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import torch
@@ -139,6 +140,8 @@ class DistillConfig(StrategyArguments, ModelArguments, DataArguments, TrainingAr
     num_train_epochs: float = _f(3.0, "Epochs of the main stage (distillation, or fine-tuning for strategy finetune).")
     per_device_train_batch_size: int = _f(32, "Training batch size per device.")
     warmup_steps: float = _f(0.06, "Learning-rate warm-up: steps (>= 1) or a fraction of all steps (< 1).")
+    dataloader_num_workers: int = _f(-1, "Processes that build batches: -1 = auto (4 beside a GPU, so padding "
+                                         "overlaps the GPU's work; 0 on CPU, whose cores do the training).")
 
     def __post_init__(self):
         if isinstance(self.finetune_teacher, bool):  # YAML reads a bare yes/no as a boolean
@@ -204,6 +207,9 @@ class DistillConfig(StrategyArguments, ModelArguments, DataArguments, TrainingAr
         # it is known once the data is loaded (see Pipeline._args).
         self.best_metric_is_task_metric = self.metric_for_best_model is None
         self._set_precision()
+        if self.dataloader_num_workers is None or self.dataloader_num_workers < 0:
+            self.dataloader_num_workers = min(4, max((os.cpu_count() or 1) // 2, 1)) if torch.cuda.is_available() else 0
+            self.dataloader_persistent_workers = self.dataloader_num_workers > 0  # no respawn every epoch
         if self.output_dir is None:
             self.output_dir = "runs/distiltune"
         super().__post_init__()

@@ -90,7 +90,9 @@ def forward(model: nn.Module, inputs: dict, hidden_states: bool = False, attenti
     """Run ``model(**inputs)`` and collect what was asked for. ``hook_model`` is the unwrapped
     model to hook when ``model`` is a DDP/compiled wrapper."""
     kwargs = dict(inputs)
-    if is_hf(hook_model or model):
+    # `is not None`, not `or`: a torch.compile wrapper has no truth value (it forbids len())
+    hook_model = getattr(hook_model if hook_model is not None else model, "_orig_mod", hook_model if hook_model is not None else model)
+    if is_hf(hook_model):
         if hidden_states:
             kwargs["output_hidden_states"] = True
         if attentions:
@@ -98,7 +100,7 @@ def forward(model: nn.Module, inputs: dict, hidden_states: bool = False, attenti
     elif hidden_states or attentions:
         raise DistilTuneError(f"the {role} is not a transformers model, so it has no hidden_states/attentions",
                               "name its submodules instead: student_modules / teacher_modules in the loss entry")
-    with FeatureCapture(hook_model or model, modules or [], role) as cap:
+    with FeatureCapture(hook_model, modules or [], role) as cap:
         out = model(**kwargs)
     logits = out if isinstance(out, torch.Tensor) else out.logits
     atts = getattr(out, "attentions", None) if attentions else None

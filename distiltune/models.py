@@ -222,7 +222,7 @@ def plain_model(model):
     export traces bf16 ops that onnxruntime's CPU provider lacks."""
     from accelerate.utils import extract_model_from_parallel
 
-    return extract_model_from_parallel(model, keep_fp32_wrapper=False)
+    return extract_model_from_parallel(model, keep_fp32_wrapper=False, keep_torch_compile=False)
 
 
 def cpu_copy(model):

@@ -24,7 +24,7 @@ from .evaluate import Padder, measure_speeds, predict_logits, task_metrics
 from .report import model_card, write_atomic, write_report
 from .deploy import ExportStage
 from .stages import StageBook, fingerprint, prepare_output_dir
-from .trainer import DistillationTrainer, finetune_objective
+from .trainer import DistillationTrainer, EpochTimer, finetune_objective
 
 # Config keys that do not change what a stage produces (ignored in stage fingerprints).
 _NOT_IN_FINGERPRINT = {"output_dir", "logging_steps", "report_to", "latency_samples", "throughput_batch_size",
@@ -45,13 +45,14 @@ class Pipeline(ExportStage):
         prepare_output_dir(self.out, overwrite, resume)
         self.book = StageBook(self.out, reuse=resume)
         self.timings: dict[str, float] = {}
+        self.epoch_seconds: dict[str, list[float]] = {}  # stage -> wall seconds per epoch
         self.selection: dict[str, dict] = {}  # stage -> which checkpoint was kept (validation monitoring)
 
     @classmethod
     def detached(cls, cfg: DistillConfig) -> "Pipeline":
         """For work on finished models (``distiltune export``): no output folder, no stage records."""
         p = cls.__new__(cls)
-        p.cfg, p.resume, p.out, p.timings, p.selection = cfg, False, None, {}, {}
+        p.cfg, p.resume, p.out, p.timings, p.selection, p.epoch_seconds = cfg, False, None, {}, {}, {}
         return p
 
     # ------------------------------------------------------------------ helpers
@@ -88,7 +89,8 @@ class Pipeline(ExportStage):
             raise DistilTuneError("validation during training (eval_strategy, load_best_model_at_end or "
                                   "early_stopping_patience) needs validation rows, but the validation split is empty",
                                   "give validation_file, or a validation_size > 0")
-        callbacks = []
+        timer = EpochTimer()
+        callbacks = [timer]
         if self.cfg.early_stopping_patience:
             from transformers import EarlyStoppingCallback
 
@@ -103,6 +105,7 @@ class Pipeline(ExportStage):
         t0 = time.perf_counter()
         trainer.train(resume_from_checkpoint=last)
         self.timings[stage] = time.perf_counter() - t0
+        self.epoch_seconds[stage] = timer.seconds
         if trainer.is_world_process_zero():  # the report's training curves
             logs = os.path.join(self.out, "logs")
             os.makedirs(logs, exist_ok=True)
@@ -238,6 +241,7 @@ class Pipeline(ExportStage):
             prefix = "" if self.same_tokenizer else "teacher_"  # shared tokenisation: read the student's columns
             t_ds = ds if self.same_tokenizer else self._tok(rows, self.teacher_tok, prefix="teacher_")
             print(f"[distiltune] teacher labels {len(rows)} rows (once; reused every epoch)")
+            teacher.to(cfg.device)  # the training device (a GPU when there is one), not where it was loaded
             logits = predict_logits(teacher, self._padder(s_tok, self.teacher_tok), t_ds, batch_size=64,
                                     bf16=cfg.bf16, desc="teacher logits", prefix=prefix,
                                     progress=not cfg.disable_tqdm)

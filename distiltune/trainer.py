@@ -7,7 +7,6 @@ mixed precision and distributed runs are the Trainer's.
 from __future__ import annotations
 
 import os
-from collections import defaultdict
 from typing import Callable
 
 import torch
@@ -72,7 +71,7 @@ class DistillationTrainer(Trainer):
             self.add_callback(_ZeroTermGrads(self.terms))
         # Our loss is already a per-batch mean; stop the Trainer rescaling by token counts.
         self.model_accepts_loss_kwargs = False
-        self._sums: dict[str, float] = defaultdict(float)
+        self._sums: dict = {}  # term -> running sum (a device tensor: no sync per step)
         self._count = 0
 
     # ---- terms: bind to the models, size projections on one sample batch ----
@@ -123,6 +122,18 @@ class DistillationTrainer(Trainer):
             from safetensors.torch import load_file
 
             self.terms.load_state_dict(load_file(path, device=str(self.args.device)))
+
+    def _get_train_sampler(self, train_dataset=None):
+        """The Trainer's length-grouped sampler, given the ``length`` column as a list: indexing the
+        lazy Arrow column row by row costs more than a short epoch's worth of steps."""
+        ds = train_dataset if train_dataset is not None else self.train_dataset
+        col = self.args.length_column_name
+        if (self.args.train_sampling_strategy == "group_by_length" and col in (getattr(ds, "column_names", None) or [])):
+            from transformers.trainer_pt_utils import LengthGroupedSampler
+
+            return LengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps,
+                                        dataset=ds, lengths=list(ds[col]))
+        return super()._get_train_sampler(train_dataset)
 
     # ---- schedules ----
     def progress(self) -> tuple[int, int, float, float]:
@@ -197,23 +208,54 @@ class DistillationTrainer(Trainer):
         student_out, teacher_out, batch = self._forward_all(model, inputs, active)
         batch["temperature"] = vals["temperature"]
         loss = student_out.logits.sum() * 0.0
+        values = {}
         for key in active:
-            value = self.terms[key](student_out, teacher_out, batch)
-            if not torch.isfinite(value):
-                raise NonFiniteLossError(key, self.state.global_step, get_last_checkpoint(self.args.output_dir)
-                                         if _isdir(self.args.output_dir) else None)
-            self._sums[f"loss_{key}"] += float(value.detach())
-            loss = loss + vals[f"weight_{key}"] * value
+            values[key] = self.terms[key](student_out, teacher_out, batch)
+            loss = loss + vals[f"weight_{key}"] * values[key]
+        # One host sync per step for the NaN guard (on a GPU each .item() stalls the launch queue);
+        # the culprit term is looked up only when it fires. Term sums stay on the device until logged.
+        if not torch.isfinite(torch.stack([v.detach().float() for v in values.values()]).sum()):
+            key = next((k for k, v in values.items() if not torch.isfinite(v)), next(iter(values)))
+            raise NonFiniteLossError(key, self.state.global_step, get_last_checkpoint(self.args.output_dir)
+                                     if _isdir(self.args.output_dir) else None)
+        for key, value in values.items():
+            self._sums[f"loss_{key}"] = self._sums.get(f"loss_{key}", 0.0) + value.detach().float()
         self._count += 1
         return (loss, student_out) if return_outputs else loss
 
     def log(self, logs: dict, *args, **kwargs) -> None:
         if "loss" in logs and self._count:
-            logs.update({k: round(v / self._count, 6) for k, v in self._sums.items()})
+            logs.update({k: round(float(v) / self._count, 6) for k, v in self._sums.items()})
             logs.update({k: round(v, 6) for k, v in self.current_values().items()})
             self._sums.clear()
             self._count = 0
         super().log(logs, *args, **kwargs)
+
+
+class EpochTimer(TrainerCallback):
+    """Wall seconds of each epoch (``seconds``), logged as ``epoch_seconds``: the first epoch of a
+    run may carry one-off work, so speed comparisons read the later ones."""
+
+    def __init__(self):
+        self.seconds: list[float] = []
+        self._t0 = None
+
+    @staticmethod
+    def _now() -> float:
+        import time
+
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.synchronize()  # GPU work is asynchronous: count it in the epoch that queued it
+        return time.perf_counter()
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self._t0 = self._now()
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        if self._t0 is not None:
+            self.seconds.append(self._now() - self._t0)
+            state.log_history.append({"epoch": round(state.epoch or 0.0, 4), "step": state.global_step,
+                                      "epoch_seconds": round(self.seconds[-1], 4)})
 
 
 class _ZeroTermGrads(TrainerCallback):
