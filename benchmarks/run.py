@@ -39,7 +39,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CONTENDERS = ("finetune", "distill", "distill_live", "plain", "textbrewer", "torchdistill", "plain_student")
-QUICK = dict(rows=128, epochs=2, contenders=("finetune", "distill", "plain", "textbrewer", "torchdistill"))
+QUICK = dict(rows=96, epochs=2, contenders=("finetune", "distill", "plain", "textbrewer", "torchdistill"))
 
 
 # --------------------------------------------------------------------------- shared by workers

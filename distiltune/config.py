@@ -104,7 +104,10 @@ class StrategyArguments:
     early_stopping_patience: int | None = _f(None, "Stop a training stage after this many validation evaluations without "
                                                    "improvement of the task metric (turns on per-epoch validation and "
                                                    "keeps the best checkpoint, load_best_model_at_end).")
-    teacher_cache: bool = _f(True, "Compute teacher logits once per dataset and reuse them every epoch.")
+    teacher_cache: bool = _f(True, "Compute teacher logits once per (teacher, data, tokenisation) and reuse them every "
+                                   "epoch and stage (Arrow on disk, keyed by example; --no_teacher_cache: teacher every step).")
+    teacher_cache_topk: int | None = _f(None, "Cache only the k largest teacher logits per row plus one tail value (large "
+                                              "label spaces); the remaining mass is spread evenly over the other classes.")
     baseline: bool = _f(True, "Also train the baseline student (same init and budget, labelled data only, no teacher).")
     mixed_precision: str = _f("auto", "bf16, fp16, no, or auto (bf16 where the CPU/GPU supports it).",
                               choices=["auto", "bf16", "fp16", "no"])
@@ -172,6 +175,8 @@ class DistillConfig(StrategyArguments, ModelArguments, DataArguments, TrainingAr
         for name in ("num_train_epochs", "teacher_num_train_epochs", "learning_rate", "teacher_learning_rate"):
             if not getattr(self, name) > 0:
                 errors.append(f"{name}={getattr(self, name)} must be > 0")
+        if self.teacher_cache_topk is not None and self.teacher_cache_topk < 1:
+            errors.append(f"teacher_cache_topk={self.teacher_cache_topk} must be >= 1 (or leave it unset for full logits)")
         for name in ("latency_samples", "throughput_batch_size", "per_device_train_batch_size"):
             if getattr(self, name) < 1:
                 errors.append(f"{name}={getattr(self, name)} must be >= 1")

@@ -16,6 +16,7 @@ from datasets import ClassLabel, Dataset, DatasetDict, Value, concatenate_datase
 
 from .errors import DistilTuneError
 from .losses import IGNORE_INDEX
+from .teacher_cache import collate as cached_columns
 
 READERS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 
@@ -304,8 +305,7 @@ class DistillCollator:
         if "labels" in features[0]:
             dtype = torch.float32 if self.regression else torch.long
             batch["labels"] = torch.tensor([f["labels"] for f in features], dtype=dtype)
-        if "teacher_logits" in features[0]:
-            batch["teacher_logits"] = torch.tensor(np.asarray([f["teacher_logits"] for f in features]), dtype=torch.float32)
+        batch.update(cached_columns(features))  # teacher outputs from the cache, full or top-k
         return batch
 
     def _pad(self, features, prefix, tokenizer):

@@ -198,8 +198,9 @@ class ModuleCollator:
         if label_key:
             batch["labels"] = torch.as_tensor([r[label_key] for r in rows],
                                               dtype=torch.float32 if self.regression else torch.long)
-        if "teacher_logits" in first:
-            batch["teacher_logits"] = torch.as_tensor([r["teacher_logits"] for r in rows], dtype=torch.float32)
+        from .teacher_cache import collate as cached_columns
+
+        batch.update(cached_columns(rows))  # teacher outputs from the cache, full or top-k
         return batch
 
 

@@ -233,24 +233,28 @@ class Pipeline(ExportStage):
         ds = self._tok(rows, s_tok)
         if live or not cfg.teacher_cache:
             return ds if self.same_tokenizer else self._tok(ds, self.teacher_tok, prefix="teacher_")
-        cache = os.path.join(self.out, "cache", "teacher_logits.npy")
-        fp = fingerprint(self.teacher_fp, data.fingerprint(("train", "unlabeled")), cfg.max_length)
-        logits = np.load(cache) if self.book.done("teacher_logits", fp, cache) else None
-        if logits is None or len(logits) != len(ds):
-            t0 = time.perf_counter()
-            prefix = "" if self.same_tokenizer else "teacher_"  # shared tokenisation: read the student's columns
-            t_ds = ds if self.same_tokenizer else self._tok(rows, self.teacher_tok, prefix="teacher_")
-            print(f"[distiltune] teacher labels {len(rows)} rows (once; reused every epoch)")
+        from accelerate import PartialState
+
+        from .teacher_cache import TeacherCache
+
+        prefix = "" if self.same_tokenizer else "teacher_"  # shared tokenisation: read the student's columns
+        t_ds = ds if self.same_tokenizer else self._tok(ds, self.teacher_tok, prefix="teacher_")
+        padder = self._padder(s_tok, self.teacher_tok)
+        columns = [f"{prefix}{k}" for k in padder.keys if f"{prefix}{k}" in t_ds.column_names]
+
+        def predict(rows):
             teacher.to(cfg.device)  # the training device (a GPU when there is one), not where it was loaded
-            logits = predict_logits(teacher, self._padder(s_tok, self.teacher_tok), t_ds, batch_size=64,
-                                    bf16=cfg.bf16, desc="teacher logits", prefix=prefix,
-                                    progress=not cfg.disable_tqdm)
-            os.makedirs(os.path.dirname(cache), exist_ok=True)
-            np.save(cache + ".tmp.npy", logits)
-            os.replace(cache + ".tmp.npy", cache)
-            self.timings["teacher_logits"] = time.perf_counter() - t0
-            self.book.mark("teacher_logits", fp, seconds=self.timings["teacher_logits"])
-        return ds.add_column("teacher_logits", logits.tolist())
+            return predict_logits(teacher, padder, rows, batch_size=64, bf16=cfg.bf16, desc="teacher logits",
+                                  prefix=prefix, progress=not cfg.disable_tqdm and len(rows) > 64)
+
+        cache = TeacherCache(os.path.join(self.out, "cache", "teacher"), self.teacher_fp, cfg.teacher_cache_topk,
+                             "bf16" if cfg.bf16 else "fp32")
+        with PartialState().main_process_first():  # one process computes it; the others then read it
+            out = cache.attach(ds, t_ds, columns, predict)
+        if cache.built_seconds is not None:
+            print(f"[distiltune] teacher labelled {len(rows)} rows once (cached in {cache.root}; reused every epoch)")
+            self.timings["teacher_logits"] = cache.built_seconds
+        return out
 
     def prepare_terms(self, teacher, student, s_tok):
         """Check the objective against the models before training: token-level terms need one

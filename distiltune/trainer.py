@@ -15,6 +15,7 @@ from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import get_last_checkpoint
 
 from . import features as FT
+from . import teacher_cache as TC
 from .errors import DistilTuneError, NonFiniteLossError
 from .losses import LossTerm, Requests, build_term
 from .objective import OneMinus
@@ -76,8 +77,7 @@ class DistillationTrainer(Trainer):
 
     # ---- terms: bind to the models, size projections on one sample batch ----
     def _has_cache(self) -> bool:
-        cols = getattr(self.train_dataset, "column_names", None) or []
-        return "teacher_logits" in cols
+        return TC.has_cache(getattr(self.train_dataset, "column_names", None))
 
     def _setup_terms(self) -> None:
         for term in self.terms.values():
@@ -150,7 +150,7 @@ class DistillationTrainer(Trainer):
     def _forward_all(self, model, inputs: dict, active: list[str]):
         """Student and (if needed) teacher outputs with what the ``active`` terms read, plus the batch dict."""
         batch = {"labels": inputs.pop("labels", None)}
-        cached = inputs.pop("teacher_logits", None)
+        cache_cols = {c: inputs.pop(c) for c in TC.COLUMNS if c in inputs}
         teacher_inputs = {k[len("teacher_"):]: inputs.pop(k) for k in list(inputs) if k.startswith("teacher_")}
         terms = [self.terms[k] for k in active]
         s_req, t_req = Requests(), Requests()
@@ -160,6 +160,7 @@ class DistillationTrainer(Trainer):
         student_out = FT.forward(model, inputs, s_req.hidden_states, s_req.attentions, s_req.modules, "student",
                                 hook_model=self.accelerator.unwrap_model(model))
         teacher_out = None
+        cached = TC.teacher_logits_from(cache_cols, student_out.logits.shape[-1]) if cache_cols else None
         teaching = [t for t in terms if t.needs_teacher]
         if teaching:
             if cached is not None and all(t.uses_logits_only for t in teaching):

@@ -1,0 +1,204 @@
+"""Teacher-output cache (offline distillation): the teacher's logits are computed once per
+(teacher weights, teacher inputs, storage form) and reused every epoch, every stage and on --resume.
+
+- Stored with ``datasets`` as an Arrow table on disk, memory-mapped (it need not fit in RAM).
+- Keyed by example identity: each row's key is a hash of exactly what the teacher reads for it
+  (its token ids, mask, ...), never its step or batch position. The table is joined to the training
+  rows by that key, so shuffling, gradient accumulation and several processes all read the right row,
+  and reordered or subset data reuses it.
+- Named by a fingerprint of the teacher weights, the set of row keys (data and tokenisation) and the
+  storage form; when one of them changes the cache is rebuilt and the line printed says which.
+- Checked on first use: a few rows are recomputed and compared; a mismatch rebuilds it.
+- ``topk``: for large label spaces (e.g. vocabularies) only the k largest logits of a row are kept,
+  plus one tail logit ``m`` chosen so the n - k missing classes, each at ``m``, hold exactly the
+  teacher's remaining probability mass at T = 1. Dense logits are rebuilt from that on the fly, so
+  every loss term reads them unchanged; with k = n they equal the full logits.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from typing import Callable
+
+import numpy as np
+import torch
+
+FULL = ("teacher_logits",)
+TOPK = ("teacher_topk_values", "teacher_topk_indices", "teacher_tail_logit")
+COLUMNS = FULL + TOPK
+
+
+def row_keys(ds, columns: list[str]) -> list[str]:
+    """A content hash per row of the columns the teacher reads."""
+    keys = []
+    for batch in ds.select_columns(columns).iter(batch_size=1000):
+        for i in range(len(batch[columns[0]])):
+            row = json.dumps([np.asarray(batch[c][i]).tolist() for c in columns], separators=(",", ":"))
+            keys.append(hashlib.sha1(row.encode()).hexdigest()[:20])
+    return keys
+
+
+def compress(logits: np.ndarray, k: int | None) -> dict[str, list]:
+    """Full logits, or the top-k form (values, indices, tail logit) when k < number of classes."""
+    n = logits.shape[-1]
+    if k is None or k > n:
+        return {"teacher_logits": logits.astype(np.float32).tolist()}
+    idx = np.argsort(-logits, axis=-1, kind="stable")[:, :k]
+    vals = np.take_along_axis(logits, idx, axis=-1)
+    if k == n:  # nothing missing: the tail value is never read
+        tail = np.zeros(len(logits), dtype=np.float32)
+    else:
+        rest = logits.astype(np.float64)
+        np.put_along_axis(rest, idx, -np.inf, axis=-1)
+        hi = rest.max(-1, keepdims=True)
+        tail_lse = (hi + np.log(np.exp(rest - hi).sum(-1, keepdims=True)))[:, 0]  # log-sum-exp of the missing logits
+        tail = tail_lse - np.log(n - k)
+    return {"teacher_topk_values": vals.astype(np.float32).tolist(), "teacher_topk_indices": idx.astype(np.int64).tolist(),
+            "teacher_tail_logit": np.asarray(tail, dtype=np.float32).tolist()}
+
+
+def dense(values: torch.Tensor, indices: torch.Tensor, tail: torch.Tensor, n: int) -> torch.Tensor:
+    """Rebuild (batch, n) logits from the top-k form."""
+    out = tail.float().reshape(-1, 1).expand(values.shape[0], n).clone()
+    return out.scatter_(1, indices.long(), values.float())
+
+
+def collate(features: list[dict]) -> dict[str, torch.Tensor]:
+    """The cached columns of a batch's rows, as tensors (both data collators use this)."""
+    out = {}
+    for col in COLUMNS:
+        if col in features[0]:
+            dtype = torch.long if col == "teacher_topk_indices" else torch.float32
+            out[col] = torch.as_tensor(np.asarray([f[col] for f in features]), dtype=dtype)
+    return out
+
+
+def teacher_logits_from(inputs: dict, num_classes: int) -> torch.Tensor | None:
+    """Pop the cached columns from a batch and return dense teacher logits (None when not cached)."""
+    full = inputs.pop("teacher_logits", None)
+    if full is not None:
+        return full
+    if "teacher_topk_values" not in inputs:
+        return None
+    vals, idx, tail = (inputs.pop(c) for c in TOPK)
+    return dense(vals, idx, tail, num_classes)
+
+
+def _keys(table) -> list[str]:
+    return table.data.column("key").to_pylist()  # straight from Arrow (the table has no indices mapping here)
+
+
+def has_cache(columns) -> bool:
+    return any(c in (columns or []) for c in ("teacher_logits", "teacher_topk_values"))
+
+
+class TeacherCache:
+    """``attach(ds, t_ds, columns, predict)`` returns ``ds`` with the cached columns joined by row key."""
+
+    def __init__(self, root: str, teacher_fp: str, topk: int | None = None, precision: str = "fp32",
+                 verify_rows: int = 4, log: Callable[[str], None] = print):
+        self.root, self.teacher_fp, self.topk, self.precision = root, teacher_fp, topk, precision
+        self.verify_rows, self.log = verify_rows, log
+        self.built_seconds: float | None = None  # set when this call computed the logits
+
+    def attach(self, ds, t_ds, columns: list[str], predict: Callable) -> "object":
+        from datasets import concatenate_datasets
+
+        keys = row_keys(t_ds, columns)
+        meta = {"teacher": self.teacher_fp, "inputs": hashlib.sha256("".join(sorted(set(keys))).encode()).hexdigest()[:16],
+                "rows": len(set(keys)), "topk": self.topk, "precision": self.precision, "version": 1}
+        name = hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:16]
+        path = os.path.join(self.root, name)
+        table = self._load(path)
+        if table is None:  # a subset of the rows a cache was built for (same teacher and form) reads that one
+            for entry in sorted(os.listdir(self.root)) if os.path.isdir(self.root) else []:
+                other = self._meta(os.path.join(self.root, entry))
+                if other and all(other.get(k) == meta[k] for k in ("teacher", "topk", "precision", "version")):
+                    table = self._load(os.path.join(self.root, entry))
+                    if table is not None and not set(keys) <= set(_keys(table)):
+                        table = None
+        if table is not None and not self._aligned(table, keys, t_ds, predict):
+            table = None
+        if table is None:
+            self._explain(meta)
+            table = self._build(path, meta, keys, t_ds, predict)
+        index = {k: i for i, k in enumerate(_keys(table))}
+        order = [index[k] for k in keys]
+        if order != list(range(len(table))):
+            table = table.select(order)  # an indices mapping over the memory-mapped table, no copy
+        return concatenate_datasets([ds, table.remove_columns("key")], axis=1)
+
+    # ---- internals ----
+    @staticmethod
+    def _meta(path: str) -> dict | None:
+        f = os.path.join(path, "meta.json")
+        return json.load(open(f)) if os.path.isfile(f) else None
+
+    def _load(self, path: str):
+        from datasets import load_from_disk
+
+        if not os.path.isfile(os.path.join(path, "meta.json")):
+            return None
+        try:
+            return load_from_disk(os.path.join(path, "table"))
+        except Exception:  # a half-written or damaged cache is rebuilt, never trusted
+            return None
+
+    def _aligned(self, table, keys: list[str], t_ds, predict) -> bool:
+        """First use of a stored cache: recompute a few rows and compare."""
+        index = {k: i for i, k in enumerate(_keys(table))}
+        if any(k not in index for k in keys):
+            self.log("[distiltune] teacher cache lacks some rows; rebuilding it")
+            return False
+        rng = np.random.default_rng(0)
+        rows = sorted(rng.choice(len(keys), size=min(self.verify_rows, len(keys)), replace=False).tolist())
+        fresh = predict(t_ds.select(rows))
+        stored = table.select([index[keys[r]] for r in rows])
+        if "teacher_logits" in stored.column_names:
+            ok = np.allclose(np.asarray(stored["teacher_logits"]), fresh, **self._tolerance())
+        else:
+            idx = np.asarray(stored["teacher_topk_indices"])
+            ok = np.allclose(np.asarray(stored["teacher_topk_values"]), np.take_along_axis(fresh, idx, -1), **self._tolerance())
+        if not ok:
+            self.log(f"[distiltune] cached teacher logits disagree with the teacher on rows {rows}; rebuilding the cache")
+        return ok
+
+    def _tolerance(self) -> dict:
+        # bf16 results move with the batch's padding; fp32 ones barely
+        return {"rtol": 5e-2, "atol": 5e-2} if self.precision != "fp32" else {"rtol": 1e-3, "atol": 1e-3}
+
+    def _explain(self, meta: dict) -> None:
+        old = None
+        for entry in sorted(os.listdir(self.root)) if os.path.isdir(self.root) else []:
+            old = self._meta(os.path.join(self.root, entry)) or old
+        if old is None:
+            return
+        what = {"teacher": "the teacher's weights changed", "inputs": "the data or its tokenisation changed",
+                "topk": "teacher_cache_topk changed", "precision": "the teacher's precision changed"}
+        changed = [what[k] for k in what if old.get(k) != meta.get(k)]
+        if changed:
+            self.log(f"[distiltune] teacher cache is stale ({'; '.join(changed)}); rebuilding it")
+
+    def _build(self, path: str, meta: dict, keys: list[str], t_ds, predict):
+        import time
+
+        from datasets import Dataset, load_from_disk
+
+        t0 = time.perf_counter()
+        first = {}
+        for i, k in enumerate(keys):  # identical teacher inputs give identical logits: one row each
+            first.setdefault(k, i)
+        unique = list(first.values())
+        logits = predict(t_ds if len(unique) == len(keys) else t_ds.select(unique))
+        table = Dataset.from_dict({"key": list(first), **compress(np.asarray(logits, dtype=np.float32), self.topk)})
+        if os.path.isdir(self.root):  # one cache per output folder: stale ones go
+            shutil.rmtree(self.root)
+        tmp = path + ".partial"
+        table.save_to_disk(os.path.join(tmp, "table"))
+        with open(os.path.join(tmp, "meta.json"), "w") as f:
+            json.dump(meta, f, indent=1)
+        os.replace(tmp, path)  # complete or absent, never half-written
+        self.built_seconds = time.perf_counter() - t0
+        return load_from_disk(os.path.join(path, "table"))

@@ -1,0 +1,131 @@
+"""The teacher-output cache: same losses as the live teacher, keyed by example, rebuilt when stale."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from distiltune import models as M
+from distiltune import teacher_cache as TC
+
+
+def _pipeline(tmp_path, task_files, trained_teacher, student, rows=96, **changes):
+    from datasets import Dataset
+
+    from distiltune.config_io import build_config
+    from distiltune.data import TaskData
+    from distiltune.pipeline import Pipeline
+
+    values = dict(strategy="distill", teacher=trained_teacher, student=student, per_device_train_batch_size=16,
+                  num_train_epochs=1, learning_rate=1e-3, temperature=2.0, distill_weight=0.7, mixed_precision="no",
+                  output_dir=str(tmp_path / "run"), report_to="none", save_strategy="no", disable_tqdm=True,
+                  logging_steps=1, baseline=False, seed=0, max_length=32, train_sampling_strategy="random")
+    values.update(changes)
+    cfg = build_config(values, "test")
+    p = Pipeline(cfg, resume=True)
+    df = pd.read_csv(task_files["train"]).head(rows)
+    ds = Dataset.from_dict({"sentence": list(df.sentence), "labels": [int(l == "pos") for l in df.label]})
+    p.data = TaskData(train=ds, unlabeled=None, validation=ds.select(range(8)), test=ds.select(range(8)),
+                      label_names=["neg", "pos"], task_type="classification", metric="accuracy", text_columns=("sentence",))
+    teacher, t_tok, _ = p._load_model(trained_teacher, "teacher")
+    student_model, s_tok, _ = p._load_model(student, "student")
+    p.teacher_tok, p.teacher_fp = t_tok, M.weights_fingerprint(trained_teacher)
+    p.prepare_terms(teacher, student_model, s_tok)
+    return p, teacher, student_model, s_tok
+
+
+def _losses(p, teacher, student, s_tok, train_set):
+    p._train("distill", "t", student, s_tok, train_set, p.cfg.objectives["main"], 1, p.cfg.learning_rate,
+             teacher=teacher, teacher_tokenizer=p.teacher_tok, temperature=p.cfg.temperature_sched)
+    import json
+    import os
+
+    hist = json.load(open(os.path.join(p.out, "logs", "distill.json")))
+    return [(h["loss_ce"], h["loss_kd"]) for h in hist if "loss_kd" in h]
+
+
+def test_shuffled_cached_run_computes_the_live_teachers_losses(tmp_path, task_files, trained_teacher, base_models):
+    """Same shuffled batches, cached logits vs the teacher every step: the same loss terms at every step
+    (the teacher and student tokenise differently, so the cache also replaces the teacher's own inputs)."""
+    p, teacher, student, s_tok = _pipeline(tmp_path, task_files, trained_teacher, base_models["student"])
+    cached = p.distill_train_set(teacher, s_tok)
+    assert "teacher_logits" in cached.column_names and "teacher_input_ids" not in cached.column_names
+    live = p.distill_train_set(teacher, s_tok, live=True)
+    a = _losses(p, teacher, M.cpu_copy(student), s_tok, cached)
+    b = _losses(p, teacher, M.cpu_copy(student), s_tok, live)
+    assert len(a) == len(b) == 6
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
+
+
+def test_topk_with_k_equal_to_the_classes_equals_the_full_cache(tmp_path, task_files, trained_teacher, base_models):
+    p, teacher, student, s_tok = _pipeline(tmp_path, task_files, trained_teacher, base_models["student"])
+    full = _losses(p, teacher, M.cpu_copy(student), s_tok, p.distill_train_set(teacher, s_tok))
+    p2, teacher2, student2, s_tok2 = _pipeline(tmp_path / "k", task_files, trained_teacher, base_models["student"],
+                                               teacher_cache_topk=2)
+    topk_set = p2.distill_train_set(teacher2, s_tok2)
+    assert "teacher_topk_values" in topk_set.column_names
+    np.testing.assert_allclose(np.asarray(_losses(p2, teacher2, M.cpu_copy(student2), s_tok2, topk_set)),
+                               np.asarray(full), rtol=1e-6, atol=1e-7)
+
+
+def test_topk_form_keeps_the_top_logits_and_the_tail_mass():
+    rng = np.random.default_rng(0)
+    logits = (rng.standard_normal((8, 50)) * 3).astype(np.float32)
+    for k in (50, 10, 1):
+        cols = TC.compress(logits, k)
+        rebuilt = TC.dense(torch.tensor(cols["teacher_topk_values"]), torch.tensor(cols["teacher_topk_indices"]),
+                           torch.tensor(cols["teacher_tail_logit"]), 50).numpy()
+        p, q = torch.softmax(torch.tensor(logits), -1).numpy(), torch.softmax(torch.tensor(rebuilt), -1).numpy()
+        idx = np.asarray(cols["teacher_topk_indices"])
+        np.testing.assert_allclose(np.take_along_axis(q, idx, -1), np.take_along_axis(p, idx, -1), rtol=1e-4, atol=1e-6)
+        if k == 50:
+            np.testing.assert_allclose(rebuilt, logits, rtol=0, atol=0)
+    assert "teacher_logits" in TC.compress(logits, None) and "teacher_logits" in TC.compress(logits, 51)
+
+
+def test_cache_is_reused_rebuilt_when_stale_and_checked_on_first_use(tmp_path, task_files, trained_teacher, base_models,
+                                                                     capsys):
+    p, teacher, student, s_tok = _pipeline(tmp_path, task_files, trained_teacher, base_models["student"])
+    first = np.asarray(p.distill_train_set(teacher, s_tok)["teacher_logits"])
+    assert "teacher labelled 96 rows once" in capsys.readouterr().out
+    again = np.asarray(p.distill_train_set(teacher, s_tok)["teacher_logits"])  # unchanged inputs: read back, not recomputed
+    assert "teacher labelled" not in capsys.readouterr().out
+    np.testing.assert_array_equal(first, again)
+
+    with torch.no_grad():  # the teacher changed in memory but claims the same weights: the first-use check sees it
+        teacher.classifier.bias += 1.0
+    moved = np.asarray(p.distill_train_set(teacher, s_tok)["teacher_logits"])
+    out = capsys.readouterr().out
+    assert "disagree with the teacher" in out and "teacher labelled 96 rows once" in out
+    np.testing.assert_allclose(moved, first + 1.0, atol=1e-4)
+
+    p.teacher_fp = "retrained"  # a retrained teacher has a new fingerprint
+    p.distill_train_set(teacher, s_tok)
+    assert "stale (the teacher's weights changed)" in capsys.readouterr().out
+
+    p.cfg.max_length = 8  # tokenisation changed: other teacher inputs
+    p.distill_train_set(teacher, s_tok)
+    assert "stale (the data or its tokenisation changed)" in capsys.readouterr().out
+
+
+def test_cached_logits_follow_each_example_not_its_position(tmp_path, task_files, trained_teacher, base_models, capsys):
+    """Rows in another order (or a subset) reuse the cache, and each row gets its own teacher logits."""
+    from distiltune.evaluate import Padder, predict_logits
+
+    p, teacher, student, s_tok = _pipeline(tmp_path, task_files, trained_teacher, base_models["student"])
+    p.distill_train_set(teacher, s_tok)
+    capsys.readouterr()
+    p.data.train = p.data.train.select(list(range(95, -1, -2)))  # reversed, every other row
+    ds = p.distill_train_set(teacher, s_tok)
+    assert "teacher labelled" not in capsys.readouterr().out
+    t_ds = p._tok(p.data.train, p.teacher_tok)
+    expected = predict_logits(teacher, Padder(p.teacher_tok), t_ds, progress=False)
+    np.testing.assert_allclose(np.asarray(ds["teacher_logits"]), expected, atol=1e-4)
+
+
+def test_topk_must_be_positive():
+    from distiltune.config import DistillConfig
+
+    with pytest.raises(ValueError, match="teacher_cache_topk=0 must be >= 1"):
+        DistillConfig(output_dir="x", teacher_cache_topk=0)
