@@ -293,8 +293,9 @@ class DistillCollator:
 
     MODEL_KEYS = ("input_ids", "attention_mask", "token_type_ids")
 
-    def __init__(self, tokenizer, teacher_tokenizer=None, regression: bool = False):
+    def __init__(self, tokenizer, teacher_tokenizer=None, regression: bool = False, pad_to_multiple_of: int | None = None):
         self.tokenizer, self.teacher_tokenizer, self.regression = tokenizer, teacher_tokenizer, regression
+        self.pad_to_multiple_of = pad_to_multiple_of
 
     def __call__(self, features: list[dict]) -> dict:
         import torch
@@ -310,4 +311,4 @@ class DistillCollator:
 
     def _pad(self, features, prefix, tokenizer):
         rows = [{k: f[prefix + k] for k in self.MODEL_KEYS if prefix + k in f} for f in features]
-        return dict(tokenizer.pad(rows, return_tensors="pt"))
+        return dict(tokenizer.pad(rows, return_tensors="pt", pad_to_multiple_of=self.pad_to_multiple_of))

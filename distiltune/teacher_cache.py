@@ -10,9 +10,10 @@
   storage form; when one of them changes the cache is rebuilt and the line printed says which.
 - Checked on first use: a few rows are recomputed and compared; a mismatch rebuilds it.
 - ``topk``: for large label spaces (e.g. vocabularies) only the k largest logits of a row are kept,
-  plus one tail logit ``m`` chosen so the n - k missing classes, each at ``m``, hold exactly the
-  teacher's remaining probability mass at T = 1. Dense logits are rebuilt from that on the fly, so
-  every loss term reads them unchanged; with k = n they equal the full logits.
+  plus the log-mass of the missing ones at a grid of temperatures. Dense logits are rebuilt on the
+  fly for the step's temperature (the missing classes share the teacher's exact remaining mass
+  evenly), so every loss term reads them unchanged; with k = n they equal the full logits.
+  ``benchmarks/topk_error.py`` measures the error this leaves.
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ import numpy as np
 import torch
 
 FULL = ("teacher_logits",)
-TOPK = ("teacher_topk_values", "teacher_topk_indices", "teacher_tail_logit")
+TOPK = ("teacher_topk_values", "teacher_topk_indices", "teacher_tail_lse")
 COLUMNS = FULL + TOPK
 
 
@@ -40,28 +41,50 @@ def row_keys(ds, columns: list[str]) -> list[str]:
     return keys
 
 
+# Temperatures at which the tail's log-sum-exp is stored; between them log-mass is interpolated in 1/T
+# (log-sum-exp is smooth and convex in 1/T), so every temperature a schedule passes through is covered.
+TAIL_TEMPERATURES = (1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0)
+
+
 def compress(logits: np.ndarray, k: int | None) -> dict[str, list]:
-    """Full logits, or the top-k form (values, indices, tail logit) when k < number of classes."""
+    """Full logits, or the top-k form: the k largest values and their indices, plus the log-sum-exp
+    of the missing logits at each of TAIL_TEMPERATURES (their exact softened mass there)."""
     n = logits.shape[-1]
     if k is None or k > n:
         return {"teacher_logits": logits.astype(np.float32).tolist()}
     idx = np.argsort(-logits, axis=-1, kind="stable")[:, :k]
     vals = np.take_along_axis(logits, idx, axis=-1)
-    if k == n:  # nothing missing: the tail value is never read
-        tail = np.zeros(len(logits), dtype=np.float32)
+    if k == n:  # nothing missing: the tail is never read
+        tail = np.zeros((len(logits), len(TAIL_TEMPERATURES)))
     else:
         rest = logits.astype(np.float64)
         np.put_along_axis(rest, idx, -np.inf, axis=-1)
         hi = rest.max(-1, keepdims=True)
-        tail_lse = (hi + np.log(np.exp(rest - hi).sum(-1, keepdims=True)))[:, 0]  # log-sum-exp of the missing logits
-        tail = tail_lse - np.log(n - k)
+        tail = np.stack([(hi / t + np.log(np.exp((rest - hi) / t).sum(-1, keepdims=True)))[:, 0]
+                         for t in TAIL_TEMPERATURES], axis=-1)
     return {"teacher_topk_values": vals.astype(np.float32).tolist(), "teacher_topk_indices": idx.astype(np.int64).tolist(),
-            "teacher_tail_logit": np.asarray(tail, dtype=np.float32).tolist()}
+            "teacher_tail_lse": tail.astype(np.float32).tolist()}
 
 
-def dense(values: torch.Tensor, indices: torch.Tensor, tail: torch.Tensor, n: int) -> torch.Tensor:
-    """Rebuild (batch, n) logits from the top-k form."""
-    out = tail.float().reshape(-1, 1).expand(values.shape[0], n).clone()
+def dense(values: torch.Tensor, indices: torch.Tensor, tail_lse: torch.Tensor, n: int,
+          temperature: float = 1.0) -> torch.Tensor:
+    """Rebuild (batch, n) logits from the top-k form for a loss at ``temperature``: the k kept
+    logits as they were, and the n - k missing ones all equal, at the value that gives them together
+    the teacher's tail mass at that temperature (the tail's shape within is not kept)."""
+    k = values.shape[-1]
+    if k >= n:
+        return torch.empty(values.shape[0], n, device=values.device).scatter_(1, indices.long(), values.float())
+    t = float(temperature)
+    beta = torch.tensor([1.0 / x for x in TAIL_TEMPERATURES], dtype=torch.float64)  # descending
+    b = min(max(1.0 / t, float(beta[-1])), float(beta[0]))
+    j = int(torch.searchsorted(-beta, torch.tensor(-b, dtype=torch.float64)).clamp(1, len(beta) - 1))
+    w = (b - float(beta[j - 1])) / (float(beta[j]) - float(beta[j - 1]))
+    lse = tail_lse[:, j - 1].double() * (1 - w) + tail_lse[:, j].double() * w
+    if 1.0 / t != b:  # outside the grid: extend the end segment's slope
+        slope = (tail_lse[:, j].double() - tail_lse[:, j - 1].double()) / (float(beta[j]) - float(beta[j - 1]))
+        lse = lse + slope * (1.0 / t - b)
+    fill = (t * (lse - np.log(n - k))).float()  # divided by T in the loss: log(mass / (n - k)) per class
+    out = fill.reshape(-1, 1).expand(values.shape[0], n).clone()
     return out.scatter_(1, indices.long(), values.float())
 
 
@@ -75,15 +98,16 @@ def collate(features: list[dict]) -> dict[str, torch.Tensor]:
     return out
 
 
-def teacher_logits_from(inputs: dict, num_classes: int) -> torch.Tensor | None:
-    """Pop the cached columns from a batch and return dense teacher logits (None when not cached)."""
+def teacher_logits_from(inputs: dict, num_classes: int, temperature: float = 1.0) -> torch.Tensor | None:
+    """Pop the cached columns from a batch and return dense teacher logits (None when not cached);
+    from the top-k form they are rebuilt for the step's temperature."""
     full = inputs.pop("teacher_logits", None)
     if full is not None:
         return full
     if "teacher_topk_values" not in inputs:
         return None
     vals, idx, tail = (inputs.pop(c) for c in TOPK)
-    return dense(vals, idx, tail, num_classes)
+    return dense(vals, idx, tail, num_classes, temperature)
 
 
 def _keys(table) -> list[str]:

@@ -147,7 +147,7 @@ class DistillationTrainer(Trainer):
         return vals
 
     # ---- forward passes ----
-    def _forward_all(self, model, inputs: dict, active: list[str]):
+    def _forward_all(self, model, inputs: dict, active: list[str], temperature: float = 1.0):
         """Student and (if needed) teacher outputs with what the ``active`` terms read, plus the batch dict."""
         batch = {"labels": inputs.pop("labels", None)}
         cache_cols = {c: inputs.pop(c) for c in TC.COLUMNS if c in inputs}
@@ -160,7 +160,7 @@ class DistillationTrainer(Trainer):
         student_out = FT.forward(model, inputs, s_req.hidden_states, s_req.attentions, s_req.modules, "student",
                                 hook_model=self.accelerator.unwrap_model(model))
         teacher_out = None
-        cached = TC.teacher_logits_from(cache_cols, student_out.logits.shape[-1]) if cache_cols else None
+        cached = TC.teacher_logits_from(cache_cols, student_out.logits.shape[-1], temperature) if cache_cols else None
         teaching = [t for t in terms if t.needs_teacher]
         if teaching:
             if cached is not None and all(t.uses_logits_only for t in teaching):
@@ -206,7 +206,7 @@ class DistillationTrainer(Trainer):
         vals = self.current_values()
         # skip the work (e.g. the teacher forward) of terms that are switched off right now
         active = [key for key, *_ in self.objective if vals[f"weight_{key}"] != 0]
-        student_out, teacher_out, batch = self._forward_all(model, inputs, active)
+        student_out, teacher_out, batch = self._forward_all(model, inputs, active, vals["temperature"])
         batch["temperature"] = vals["temperature"]
         loss = student_out.logits.sum() * 0.0
         values = {}

@@ -69,18 +69,23 @@ def test_topk_with_k_equal_to_the_classes_equals_the_full_cache(tmp_path, task_f
                                np.asarray(full), rtol=1e-6, atol=1e-7)
 
 
-def test_topk_form_keeps_the_top_logits_and_the_tail_mass():
+def test_topk_form_keeps_the_top_logits_and_the_tail_mass_at_each_temperature():
+    """Rebuilt for a temperature, the top-k softened probabilities equal the teacher's exactly and the
+    missing classes hold the teacher's remaining softened mass (exactly on the stored grid, closely between)."""
     rng = np.random.default_rng(0)
     logits = (rng.standard_normal((8, 50)) * 3).astype(np.float32)
     for k in (50, 10, 1):
         cols = TC.compress(logits, k)
-        rebuilt = TC.dense(torch.tensor(cols["teacher_topk_values"]), torch.tensor(cols["teacher_topk_indices"]),
-                           torch.tensor(cols["teacher_tail_logit"]), 50).numpy()
-        p, q = torch.softmax(torch.tensor(logits), -1).numpy(), torch.softmax(torch.tensor(rebuilt), -1).numpy()
+        parts = [torch.tensor(cols[c]) for c in TC.TOPK]
         idx = np.asarray(cols["teacher_topk_indices"])
-        np.testing.assert_allclose(np.take_along_axis(q, idx, -1), np.take_along_axis(p, idx, -1), rtol=1e-4, atol=1e-6)
-        if k == 50:
-            np.testing.assert_allclose(rebuilt, logits, rtol=0, atol=0)
+        for T in (1.0, 2.0, 3.5, 4.0, 40.0):
+            rebuilt = TC.dense(*parts, 50, T).numpy()
+            p = torch.softmax(torch.tensor(logits) / T, -1).numpy()
+            q = torch.softmax(torch.tensor(rebuilt) / T, -1).numpy()
+            tol = 1e-4 if T in TC.TAIL_TEMPERATURES else 2e-2
+            np.testing.assert_allclose(np.take_along_axis(q, idx, -1), np.take_along_axis(p, idx, -1), rtol=tol, atol=1e-6)
+            if k == 50:
+                np.testing.assert_allclose(rebuilt, logits, rtol=0, atol=0)
     assert "teacher_logits" in TC.compress(logits, None) and "teacher_logits" in TC.compress(logits, 51)
 
 
