@@ -104,6 +104,12 @@ class StrategyArguments:
     early_stopping_patience: int | None = _f(None, "Stop a training stage after this many validation evaluations without "
                                                    "improvement of the task metric (turns on per-epoch validation and "
                                                    "keeps the best checkpoint, load_best_model_at_end).")
+    augment: list[str] | None = _f(None, "Augment the distillation rows: mask, delete, swap, mlm (masked-LM word "
+                                         "replacement, TinyBERT-style); copies carry no hard label, the teacher labels them.")
+    augment_factor: int | None = _f(None, "Augmented copies per distillation row (seeded, so their teacher logits are "
+                                          "cached like any row's); default 1 when augment is set.")
+    augment_prob: float = _f(0.15, "Chance that each word of a text is changed by the augmentation (at least one is).")
+    augment_mlm_model: str | None = _f(None, "Masked LM for augment 'mlm' (default: the teacher, if it has an MLM head).")
     teacher_cache: bool = _f(True, "Compute teacher logits once per (teacher, data, tokenisation) and reuse them every "
                                    "epoch and stage (Arrow on disk, keyed by example; --no_teacher_cache: teacher every step).")
     teacher_cache_topk: int | None = _f(None, "Cache only the k largest teacher logits per row plus one tail value (large "
@@ -175,6 +181,9 @@ class DistillConfig(StrategyArguments, ModelArguments, DataArguments, TrainingAr
         for name in ("num_train_epochs", "teacher_num_train_epochs", "learning_rate", "teacher_learning_rate"):
             if not getattr(self, name) > 0:
                 errors.append(f"{name}={getattr(self, name)} must be > 0")
+        from .augment import check_options as check_augment
+
+        errors += check_augment(self.augment, self.augment_factor, self.augment_prob)
         if self.teacher_cache_topk is not None and self.teacher_cache_topk < 1:
             errors.append(f"teacher_cache_topk={self.teacher_cache_topk} must be >= 1 (or leave it unset for full logits)")
         for name in ("latency_samples", "throughput_batch_size", "per_device_train_batch_size"):

@@ -49,12 +49,23 @@ class TaskData:
         return h.hexdigest()[:16]
 
 
-def _read_file(path: str, what: str) -> Dataset:
+def _read_file(path: str, what: str, text_column: str | None = None) -> Dataset:
     ext = os.path.splitext(path)[1].lower()
     if not os.path.isfile(path):
         raise DistilTuneError(f"{what} not found: {path}", f"check the path given for {what}")
+    if ext == ".txt" and text_column:  # unlabeled text: one text per line
+        try:
+            with open(path, encoding="utf-8") as f:
+                lines = [line.strip() for line in f]
+        except UnicodeDecodeError:
+            raise DistilTuneError(f"{what} {path} is not text (not UTF-8)", "give a UTF-8 text file, one text per line") from None
+        lines = [line for line in lines if line]
+        if not lines:
+            raise DistilTuneError(f"{what} {path} is empty (no lines with text)", f"give a {what} with at least one line")
+        return Dataset.from_dict({text_column: lines})
     if ext not in READERS:
-        raise DistilTuneError(f"{what} {path} has unsupported type '{ext}'", "use .csv, .json, .jsonl or .parquet")
+        raise DistilTuneError(f"{what} {path} has unsupported type '{ext}'",
+                              "use .csv, .json, .jsonl or .parquet" + (" (or .txt, one text per line)" if text_column else ""))
     from datasets import load_dataset
 
     try:
@@ -113,7 +124,8 @@ def _load_sources(cfg) -> tuple[DatasetDict, Dataset | None]:
             splits[split] = _read_file(path, f"{split}_file")
     if "train" not in splits:
         raise DistilTuneError("no training data given", "set dataset_name or train_file")
-    unlabeled = _read_file(cfg.unlabeled_file, "unlabeled_file") if cfg.unlabeled_file else None
+    unlabeled = (_read_file(cfg.unlabeled_file, "unlabeled_file", None if getattr(cfg, "input_column", None) else cfg.text_column)
+                 if cfg.unlabeled_file else None)
     return DatasetDict(splits), unlabeled
 
 

@@ -31,7 +31,7 @@ class ExportStage:
         if tok is not None and tok.pad_token_id is None:
             raise DistilTuneError(f"the tokenizer of {source} has no pad token, so batches of texts cannot be padded",
                                   "set one before saving (tokenizer.pad_token = tokenizer.eos_token) and save the folder again")
-        test, padder = self._tok(data.test, tok), self._padder(tok)
+        test, padder = self._tok(data.test, tok), self._padder(tok, exact=True)
         original, model = model, M.cpu_copy(model)
         keys = E.model_inputs(model, [k for k in padder.keys if k in test.column_names])
         text = tok is not None

@@ -64,11 +64,12 @@ class Padder:
 
     keys = MODEL_KEYS
 
-    def __init__(self, tokenizer, teacher_tokenizer=None):
+    def __init__(self, tokenizer, teacher_tokenizer=None, pad_to_multiple_of: int | None = None):
         self.tokenizers = {"": tokenizer, "teacher_": teacher_tokenizer or tokenizer}
+        self.pad_to_multiple_of = pad_to_multiple_of
 
     def tokenizer_pad(self, rows, prefix=""):
-        return dict(self.tokenizers[prefix].pad(rows, return_tensors="pt"))
+        return dict(self.tokenizers[prefix].pad(rows, return_tensors="pt", pad_to_multiple_of=self.pad_to_multiple_of))
 
     def batch(self, rows: list[dict]) -> dict:
         """Model inputs for dataset rows (the student's columns)."""

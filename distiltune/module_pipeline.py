@@ -67,7 +67,7 @@ class ModulePipeline(Pipeline):
     def _collator(self, tokenizer, teacher_tokenizer=None):
         return MD.ModuleCollator(self.cfg.input_column, regression=self.data.task_type == "regression")
 
-    def _padder(self, tokenizer, teacher_tokenizer=None):
+    def _padder(self, tokenizer, teacher_tokenizer=None, exact: bool = False):
         return TensorPadder(self.cfg.input_column)
 
     def _same_tokenizer(self, a, b) -> bool:

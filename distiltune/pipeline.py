@@ -161,17 +161,20 @@ class Pipeline(ExportStage):
     def _write_model(self, model, tokenizer, path: str, card: str, extra: dict) -> None:
         M.save_model(model, tokenizer, path, card, extra)
 
-    def _collator(self, tokenizer, teacher_tokenizer=None):
+    def _pad_multiple(self) -> int | None:
         # On a GPU, lengths padded to a multiple of 8 suit its matrix units and bound the number of
         # distinct shapes (each new one costs kernel selection); on a CPU the extra padding is pure waste.
         import torch
 
-        multiple = 8 if torch.cuda.is_available() and not self.cfg.use_cpu else None
-        return DistillCollator(tokenizer, teacher_tokenizer, regression=self.data.task_type == "regression",
-                               pad_to_multiple_of=multiple)
+        return 8 if torch.cuda.is_available() and not self.cfg.use_cpu else None
 
-    def _padder(self, tokenizer, teacher_tokenizer=None):
-        return Padder(tokenizer, teacher_tokenizer)
+    def _collator(self, tokenizer, teacher_tokenizer=None):
+        return DistillCollator(tokenizer, teacher_tokenizer, regression=self.data.task_type == "regression",
+                               pad_to_multiple_of=self._pad_multiple())
+
+    def _padder(self, tokenizer, teacher_tokenizer=None, exact: bool = False):
+        """Padding for teacher-cache and evaluation passes; ``exact`` for CPU timing and export, as deployed."""
+        return Padder(tokenizer, teacher_tokenizer, pad_to_multiple_of=None if exact else self._pad_multiple())
 
     def _same_tokenizer(self, a, b) -> bool:
         return M.same_tokenizer(a, b)
@@ -185,6 +188,11 @@ class Pipeline(ExportStage):
             raise DistilTuneError("no student given", "set student: <model folder or hub name>, or student: from_teacher")
         if cfg.student == "from_teacher" and not cfg.teacher:
             raise DistilTuneError("student: from_teacher needs a teacher", "set teacher, or name a pretrained student")
+        if cfg.augment and getattr(cfg, "input_column", None):
+            raise DistilTuneError("augment edits text, but this task's inputs are tensors (input_column)",
+                                  "drop augment, and apply your own transforms in the dataset factory")
+        if cfg.augment and "mlm" in cfg.augment and cfg.strategy != "finetune":
+            self.mlm_filler()  # its masked LM must load (with its head) before any training
         if cfg.export:  # before hours of training, not after
             from .export import require_runtime
 
@@ -236,12 +244,37 @@ class Pipeline(ExportStage):
             how = f"pretrained {cfg.student}"
         return student, tok, how
 
+    def mlm_filler(self):
+        """The masked LM for augment 'mlm' (loaded once), or None."""
+        if not (self.cfg.augment and "mlm" in self.cfg.augment):
+            return None
+        if getattr(self, "_mlm", None) is None:
+            from .augment import MLMFiller
+
+            self._mlm = MLMFiller(self.cfg.augment_mlm_model or self.cfg.teacher)
+        return self._mlm
+
     def distill_train_set(self, teacher, s_tok, live: bool = False):
         """Labelled + unlabeled rows, tokenised for the student. Teacher logits are attached once
         (cached) unless ``live``: then the teacher runs every step, on its own tokenisation when
         its tokenizer differs from the student's."""
         cfg, data = self.cfg, self.data
         rows = data.train if data.unlabeled is None else concatenate_datasets([data.train, data.unlabeled])
+        self.augmented = 0
+        if cfg.augment:
+            from .augment import expand
+            from .losses import IGNORE_INDEX
+
+            aug = self.__dict__.setdefault("_augmented_rows", {}).get(rows._fingerprint)
+            if aug is None:
+                print(f"[distiltune] augmenting {len(rows)} rows x {cfg.augment_factor or 1} ({', '.join(cfg.augment)}, "
+                      f"p={cfg.augment_prob:g}, seed {cfg.seed})")
+                aug = expand(rows, data.text_columns, cfg.augment, cfg.augment_factor or 1, cfg.augment_prob, cfg.seed,
+                             s_tok.mask_token or s_tok.unk_token or "_", self.mlm_filler(),
+                             float("nan") if data.task_type == "regression" else IGNORE_INDEX)
+                self._augmented_rows[rows._fingerprint] = aug
+            self.augmented = len(aug)
+            rows = concatenate_datasets([rows, aug])
         ds = self._tok(rows, s_tok)
         if live or not cfg.teacher_cache:
             return ds if self.same_tokenizer else self._tok(ds, self.teacher_tok, prefix="teacher_")
@@ -304,7 +337,7 @@ class Pipeline(ExportStage):
         metrics = task_metrics(logits, labels, self.data.task_type)
         return {"metric": metrics[self.data.metric], **metrics, "params": M.count_params(model),
                 "size_mb": round(M.model_size_mb(path), 4) if path and os.path.isdir(path) else None,
-                "path": path, "_speed_input": (model, padder, test), "_logits": logits}
+                "path": path, "_speed_input": (model, self._padder(tok, exact=True), test), "_logits": logits}
 
     def measure(self, results: dict) -> dict:
         """Speed of all evaluated models, side by side (fp32 on CPU, as deployed without export)."""
@@ -353,7 +386,8 @@ class Pipeline(ExportStage):
             student = self._train("distill", fp, student0, s_tok, train_set, objectives["main"],
                                   cfg.num_train_epochs, cfg.learning_rate, teacher=teacher,
                                   teacher_tokenizer=self.teacher_tok, temperature=cfg.temperature_sched)
-            how = (f"{init_how}, distilled from the teacher on {len(train_set)} rows ({len(data.train)} labelled), "
+            aug = f", {self.augmented} augmented" if self.augmented else ""
+            how = (f"{init_how}, distilled from the teacher on {len(train_set)} rows ({len(data.train)} labelled{aug}), "
                    f"T {cfg.temperature_sched}, loss {describe(objectives['main'])}")
             if objectives["intermediate"] and cfg.intermediate_epochs > 0:
                 how += f"; after {cfg.intermediate_epochs:g} intermediate epochs of {describe(objectives['intermediate'])}"

@@ -45,6 +45,9 @@ def cases(task_files, base_models, trained_teacher, tmp_path, bad_csvs):
     out = tmp_path / "out"
     yaml_bad = tmp_path / "bad.yaml"
     yaml_bad.write_text("temprature: 2.0\n")
+    unl_empty, unl_binary = tmp_path / "unl_empty.txt", tmp_path / "unl_binary.txt"
+    unl_empty.write_text("\n  \n")
+    unl_binary.write_bytes(bytes(range(128, 256)) * 4)
     return {
         "misspelt text column": (["run", *base_args(task_files, out, T, S), "--text_column", "sentense"],
                                  "column 'sentense' is missing.*did you mean 'sentence'"),
@@ -88,6 +91,16 @@ def cases(task_files, base_models, trained_teacher, tmp_path, bad_csvs):
         "token terms across tokenizers": (["distill", *base_args(task_files, out, T, S), "--preset", "tinybert"],
                                           "tokenizers differ.*attention_mse, embedding_mse, hidden_mse.*pool: mean"),
         "unknown preset": (["run", "--preset", "tinybrt"], "invalid choice: 'tinybrt'"),
+        "augment factor <= 0": (["run", *base_args(task_files, out, T, S), "--augment", "mask", "--augment_factor", "0"],
+                                r"augment_factor=0 must be >= 1"),
+        "unknown augment method": (["run", *base_args(task_files, out, T, S), "--augment", "shuffle"],
+                                   r"augment lists \['shuffle'\], not among mask, delete, swap, mlm"),
+        "mlm without an MLM head": (["distill", *base_args(task_files, out, T, S), "--augment", "mlm"],
+                                    "augment 'mlm' needs a masked-LM head.*augment_mlm_model"),
+        "empty unlabeled file": (["run", *base_args(task_files, out, T, S), "--unlabeled_file", str(unl_empty)],
+                                 r"unlabeled_file .* is empty \(no lines with text\)"),
+        "non-text unlabeled file": (["run", *base_args(task_files, out, T, S), "--unlabeled_file", str(unl_binary)],
+                                    r"unlabeled_file .* is not text \(not UTF-8\)"),
     }
 
 
@@ -95,7 +108,9 @@ CASE_NAMES = ["misspelt text column", "missing label column", "label outside the
               "student label names", "untrained teacher head", "unknown config key", "weight outside [0, 1]",
               "temperature <= 0", "empty split", "missing train file", "distill without teacher", "bad flag value",
               "unknown command", "unknown loss name", "unknown loss option", "layer index out of range",
-              "widths differ, no projection", "module path not found", "token terms across tokenizers", "unknown preset"]
+              "widths differ, no projection", "module path not found", "token terms across tokenizers", "unknown preset",
+              "augment factor <= 0", "unknown augment method", "mlm without an MLM head", "empty unlabeled file",
+              "non-text unlabeled file"]
 
 
 @pytest.mark.parametrize("name", CASE_NAMES)
