@@ -36,6 +36,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     ap.add_argument("--max-unlabeled", type=int, default=1000)
     ap.add_argument("--epochs", type=float, default=2.0)
+    ap.add_argument("--max-test", type=int, default=1000, help="test rows (the same seeded sample for every run)")
     ap.add_argument("--out", default="runs/augment_demo")
     ap.add_argument("--teacher-run", default=None, help="folder of an earlier teacher run (default <out>/teacher)")
     args = ap.parse_args()
@@ -44,7 +45,7 @@ def main() -> None:
     teacher_run = args.teacher_run or os.path.join(args.out, "teacher")
     # the teacher's run keeps feature_terms_demo's settings, so either script can reuse the other's teacher
     run_pipeline(config(teacher_run, strategy="finetune", student="demo:all-mpnet-base-v2", teacher=None,
-                        learning_rate=3e-5, num_train_epochs=1, baseline=False, seed=42, max_unlabeled=2000),
+                        learning_rate=3e-5, num_train_epochs=1, baseline=False, seed=42, max_unlabeled=2000, export=None),
                  resume=os.path.isdir(teacher_run))
     teacher = os.path.join(teacher_run, "student")
     rows = {}
@@ -53,7 +54,7 @@ def main() -> None:
             out = os.path.join(args.out, f"{name.split()[0].replace('/', '_')}-seed{seed}")
             cfg = config(out, teacher=teacher, finetune_teacher="no", baseline=False, seed=seed,
                          max_unlabeled=args.max_unlabeled, num_train_epochs=args.epochs, final_finetune_epochs=0,
-                         export=None, **extra)
+                         export=None, max_test_samples=args.max_test, **extra)
             started = time.perf_counter()
             report = run_pipeline(cfg, resume=os.path.isdir(out))
             rows.setdefault(name, []).append({"seed": seed, "accuracy": report["models"]["student"]["metric"],

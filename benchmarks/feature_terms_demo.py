@@ -30,7 +30,8 @@ OBJECTIVES = {
 
 def config(out: str, **changes):
     values = read_yaml(DEMO_CONFIG)
-    values.update(output_dir=out, data_seed=42, report_to="tensorboard", disable_tqdm=True, latency_samples=10)
+    values.update(output_dir=out, data_seed=42, report_to="tensorboard", disable_tqdm=True, latency_samples=10,
+                  export=None)  # accuracy studies: no ONNX export per run
     values.update(changes)
     return build_config(values, "feature_terms_demo")
 
