@@ -15,12 +15,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from feature_terms_demo import config  # noqa: E402  (same demo config and split)
+from feature_terms_demo import config, seed_table  # noqa: E402  (same demo config and split)
 
 from distiltune.cli import _quiet_libraries  # noqa: E402
 from distiltune.pipeline import run_pipeline  # noqa: E402
@@ -60,14 +59,7 @@ def main() -> None:
             rows.setdefault(name, []).append({"seed": seed, "accuracy": report["models"]["student"]["metric"],
                                               "teacher": report["models"]["teacher"]["metric"],
                                               "seconds": round(time.perf_counter() - started, 1)})
-    lines = ["| distillation data | accuracy mean ± std | per seed | s/run |", "|---|---|---|---|"]
-    summary = {}
-    for name, rs in rows.items():
-        accs = [r["accuracy"] for r in rs]
-        mean, std = statistics.mean(accs), statistics.stdev(accs) if len(accs) > 1 else 0.0
-        summary[name] = {"mean": round(mean, 4), "std": round(std, 4), "per_seed": accs}
-        lines.append(f"| {name} | {mean:.4f} ± {std:.4f} | {', '.join(f'{a:.4f}' for a in accs)} | "
-                     f"{statistics.mean(r['seconds'] for r in rs):.0f} |")
+    lines, summary = seed_table(rows, "distillation data")
     teacher_acc = next(iter(rows.values()))[0]["teacher"]
     print(f"\nteacher accuracy {teacher_acc:.4f}; seeds {args.seeds}; {args.max_unlabeled} unlabeled rows; "
           f"{args.epochs:g} epochs; total {time.perf_counter() - t0:.0f} s")

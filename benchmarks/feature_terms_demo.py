@@ -36,6 +36,19 @@ def config(out: str, **changes):
     return build_config(values, "feature_terms_demo")
 
 
+def seed_table(rows: dict, what: str) -> tuple[list[str], dict]:
+    """Markdown lines and a summary of test accuracy over seeds, per arm (shared with augment_demo.py)."""
+    lines = [f"| {what} | accuracy mean ± std | per seed | s/run |", "|---|---|---|---|"]
+    summary = {}
+    for name, rs in rows.items():
+        accs = [r["accuracy"] for r in rs]
+        mean, std = statistics.mean(accs), statistics.stdev(accs) if len(accs) > 1 else 0.0
+        summary[name] = {"mean": round(mean, 4), "std": round(std, 4), "per_seed": accs}
+        lines.append(f"| {name} | {mean:.4f} ± {std:.4f} | {', '.join(f'{a:.4f}' for a in accs)} | "
+                     f"{statistics.mean(r['seconds'] for r in rs):.0f} |")
+    return lines, summary
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
@@ -64,15 +77,7 @@ def main() -> None:
             rows.setdefault(name, []).append({"seed": seed, "accuracy": report["models"]["student"]["metric"],
                                               "teacher": report["models"]["teacher"]["metric"],
                                               "seconds": round(time.perf_counter() - started, 1)})
-    # 3. the table
-    lines = ["| objective | accuracy mean ± std | per seed | s/run |", "|---|---|---|---|"]
-    summary = {}
-    for name, rs in rows.items():
-        accs = [r["accuracy"] for r in rs]
-        mean, std = statistics.mean(accs), statistics.stdev(accs) if len(accs) > 1 else 0.0
-        summary[name] = {"mean": round(mean, 4), "std": round(std, 4), "per_seed": accs}
-        lines.append(f"| {name} | {mean:.4f} ± {std:.4f} | {', '.join(f'{a:.4f}' for a in accs)} | "
-                     f"{statistics.mean(r['seconds'] for r in rs):.0f} |")
+    lines, summary = seed_table(rows, "objective")
     teacher_acc = next(iter(rows.values()))[0]["teacher"]
     print(f"\nteacher accuracy {teacher_acc:.4f}; seeds {args.seeds}; {args.max_unlabeled} unlabeled rows; "
           f"{args.epochs:g} epochs; total {time.perf_counter() - t0:.0f} s")

@@ -10,7 +10,6 @@ import shutil
 import time
 
 import numpy as np
-from datasets import concatenate_datasets
 from transformers import set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
@@ -23,6 +22,7 @@ from .objective import describe, logits_only, needs
 from .evaluate import Padder, measure_speeds, predict_logits, task_metrics
 from .report import model_card, write_atomic, write_report
 from .deploy import ExportStage
+from .train_data import DistillDataStage
 from .stages import StageBook, fingerprint, prepare_output_dir
 from .trainer import DistillationTrainer, EpochTimer, finetune_objective
 
@@ -38,7 +38,7 @@ TRAIN_KEYS = ("per_device_train_batch_size", "gradient_accumulation_steps", "see
               "weight_decay", "warmup_steps", "lr_scheduler_type", "optim", "max_grad_norm", "train_sampling_strategy")
 
 
-class Pipeline(ExportStage):
+class Pipeline(DistillDataStage, ExportStage):
     def __init__(self, cfg: DistillConfig, overwrite: bool = False, resume: bool = False, out: str | None = None):
         self.cfg, self.resume = cfg, resume
         self.out = out or cfg.output_dir
@@ -243,63 +243,6 @@ class Pipeline(ExportStage):
             student, tok, _ = self._load_model(cfg.student, "student")
             how = f"pretrained {cfg.student}"
         return student, tok, how
-
-    def mlm_filler(self):
-        """The masked LM for augment 'mlm' (loaded once), or None."""
-        if not (self.cfg.augment and "mlm" in self.cfg.augment):
-            return None
-        if getattr(self, "_mlm", None) is None:
-            from .augment import MLMFiller
-
-            self._mlm = MLMFiller(self.cfg.augment_mlm_model or self.cfg.teacher)
-        return self._mlm
-
-    def distill_train_set(self, teacher, s_tok, live: bool = False):
-        """Labelled + unlabeled rows, tokenised for the student. Teacher logits are attached once
-        (cached) unless ``live``: then the teacher runs every step, on its own tokenisation when
-        its tokenizer differs from the student's."""
-        cfg, data = self.cfg, self.data
-        rows = data.train if data.unlabeled is None else concatenate_datasets([data.train, data.unlabeled])
-        self.augmented = 0
-        if cfg.augment:
-            from .augment import expand
-            from .losses import IGNORE_INDEX
-
-            aug = self.__dict__.setdefault("_augmented_rows", {}).get(rows._fingerprint)
-            if aug is None:
-                print(f"[distiltune] augmenting {len(rows)} rows x {cfg.augment_factor or 1} ({', '.join(cfg.augment)}, "
-                      f"p={cfg.augment_prob:g}, seed {cfg.seed})")
-                aug = expand(rows, data.text_columns, cfg.augment, cfg.augment_factor or 1, cfg.augment_prob, cfg.seed,
-                             s_tok.mask_token or s_tok.unk_token or "_", self.mlm_filler(),
-                             float("nan") if data.task_type == "regression" else IGNORE_INDEX)
-                self._augmented_rows[rows._fingerprint] = aug
-            self.augmented = len(aug)
-            rows = concatenate_datasets([rows, aug])
-        ds = self._tok(rows, s_tok)
-        if live or not cfg.teacher_cache:
-            return ds if self.same_tokenizer else self._tok(ds, self.teacher_tok, prefix="teacher_")
-        from accelerate import PartialState
-
-        from .teacher_cache import TeacherCache
-
-        prefix = "" if self.same_tokenizer else "teacher_"  # shared tokenisation: read the student's columns
-        t_ds = ds if self.same_tokenizer else self._tok(ds, self.teacher_tok, prefix="teacher_")
-        padder = self._padder(s_tok, self.teacher_tok)
-        columns = [f"{prefix}{k}" for k in padder.keys if f"{prefix}{k}" in t_ds.column_names]
-
-        def predict(rows):
-            teacher.to(cfg.device)  # the training device (a GPU when there is one), not where it was loaded
-            return predict_logits(teacher, padder, rows, batch_size=64, bf16=cfg.bf16, desc="teacher logits",
-                                  prefix=prefix, progress=not cfg.disable_tqdm and len(rows) > 64)
-
-        cache = TeacherCache(os.path.join(self.out, "cache", "teacher"), self.teacher_fp, cfg.teacher_cache_topk,
-                             "bf16" if cfg.bf16 else "fp32")
-        with PartialState().main_process_first():  # one process computes it; the others then read it
-            out = cache.attach(ds, t_ds, columns, predict)
-        if cache.built_seconds is not None:
-            print(f"[distiltune] teacher labelled {len(rows)} rows once (cached in {cache.root}; reused every epoch)")
-            self.timings["teacher_logits"] = cache.built_seconds
-        return out
 
     def prepare_terms(self, teacher, student, s_tok):
         """Check the objective against the models before training: token-level terms need one
