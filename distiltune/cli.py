@@ -38,11 +38,17 @@ def _train_command(cmd: str, argv: list[str]) -> int:
         argv = ["--config", DEMO_CONFIG] + argv
     forced = COMMANDS[cmd][1]
     cfg, flags = parse_config(argv, cmd, forced=forced)
+    from accelerate import PartialState
+
+    if not PartialState().is_main_process:  # torchrun / accelerate launch: progress lines from rank 0 only
+        sys.stdout = open(os.devnull, "w")
     try:
         report = run_pipeline(cfg, overwrite=flags.overwrite, resume=flags.resume)
     except ExportCheckFailed as e:  # the run itself finished; its report is written
         print(f"distiltune: export check failed: {e}", file=sys.stderr)
         return 1
+    if report is None:  # a non-main rank of a distributed run
+        return 0
     print(summary_table(report))
     print(f"[distiltune] report: {os.path.join(cfg.output_dir, 'report.md')}")
     return 0
@@ -228,6 +234,42 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("distiltune: interrupted; finished stages and checkpoints are kept (use --resume)", file=sys.stderr)
         return 130
+    except Exception as e:  # a runtime failure, not bad input: exit 1, the traceback goes to a file
+        print(f"distiltune: runtime failure: {_runtime_line(e)}", file=sys.stderr)
+        return 1
+
+
+def _runtime_line(e: Exception) -> str:
+    import traceback
+
+    first = (str(e).strip().splitlines() or [""])[0][:300]
+    out = getattr(sys.modules.get("distiltune.config_io"), "last_output_dir", None)
+    folder = os.path.join(out, "logs") if out and os.path.isdir(out) else None
+    try:
+        import tempfile
+        import time
+
+        folder = folder or tempfile.gettempdir()
+        os.makedirs(folder, exist_ok=True)
+        log = os.path.join(folder, f"crash-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log")
+        with open(log, "w") as f:
+            traceback.print_exception(e, file=f)
+        where = f"full traceback in {log}"
+    except OSError:
+        where = "the traceback could not be written"
+    if _is_oom(e):
+        fix = ("lower per_device_train_batch_size (raise gradient_accumulation_steps to keep the batch) or max_length; "
+               "finished stages and checkpoints are kept: rerun with --resume")
+    else:
+        fix = "finished stages and checkpoints are kept: fix the cause and rerun with --resume; report a bug if it persists"
+    return f"{type(e).__name__}: {first} ({where}) -> fix: {fix}"
+
+
+def _is_oom(e: Exception) -> bool:
+    if isinstance(e, MemoryError):
+        return True
+    torch = sys.modules.get("torch")
+    return bool(torch) and isinstance(e, getattr(torch, "OutOfMemoryError", ()))
 
 
 if __name__ == "__main__":

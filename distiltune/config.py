@@ -114,6 +114,11 @@ class StrategyArguments:
                                    "epoch and stage (Arrow on disk, keyed by example; --no_teacher_cache: teacher every step).")
     teacher_cache_topk: int | None = _f(None, "Cache only the k largest teacher logits per row plus one tail value (large "
                                               "label spaces); the remaining mass is spread evenly over the other classes.")
+    nan_policy: str = _f("stop", "A NaN/inf loss term: 'stop' (name the term and step; the last good checkpoint is "
+                                 "kept) or 'skip' the batch (no update; stops after 10 skipped batches in a row).",
+                         choices=["stop", "skip"])
+    grad_spike_factor: float = _f(10.0, "Log a gradient-norm spike when a step's norm exceeds this many times the "
+                                        "median of the previous 50 steps (0 turns the check off).")
     baseline: bool = _f(True, "Also train the baseline student (same init and budget, labelled data only, no teacher).")
     mixed_precision: str = _f("auto", "bf16, fp16, no, or auto (bf16 where the CPU/GPU supports it).",
                               choices=["auto", "bf16", "fp16", "no"])
@@ -189,6 +194,8 @@ class DistillConfig(StrategyArguments, ModelArguments, DataArguments, TrainingAr
         for name in ("latency_samples", "throughput_batch_size", "per_device_train_batch_size"):
             if getattr(self, name) < 1:
                 errors.append(f"{name}={getattr(self, name)} must be >= 1")
+        if not self.grad_spike_factor >= 0:
+            errors.append(f"grad_spike_factor={self.grad_spike_factor} must be >= 0 (0 turns the check off)")
         if self.max_length < 8:
             errors.append(f"max_length={self.max_length} is too small; use at least 8 tokens")
         if self.freeze_layers < 0:

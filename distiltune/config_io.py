@@ -4,14 +4,21 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import math
 import os
 import sys
+import types
+import typing
+from enum import Enum
 
 import yaml
 from transformers import HfArgumentParser
 
 from .config import DistillConfig
 from .errors import DistilTuneError
+
+
+last_output_dir: str | None = None
 
 
 def field_names() -> list[str]:
@@ -24,7 +31,7 @@ def check_keys(data: dict, source: str) -> None:
         if key not in known:
             near = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
             hint = f"did you mean '{near[0]}'?" if near else "run `distiltune <command> --help` for the valid keys"
-            raise DistilTuneError(f"unknown config key '{key}' in {source}", hint)
+            raise DistilTuneError(f"unknown config key {key!r} in {source}", hint)
 
 
 def read_yaml(path: str) -> dict:
@@ -57,18 +64,67 @@ def _coerce_number(key: str, value, source: str):
     for kind in (int, float):
         if kind in kinds and str not in kinds:
             try:
-                return kind(value) if kind is float else int(float(value))
+                number = float(value)
             except ValueError:
-                raise DistilTuneError(f"{key}: '{value}' in {source} is not a number", f"write {key} as a number") from None
+                raise DistilTuneError(f"{key}: {value!r} in {source} is not a number", f"write {key} as a number") from None
+            if kind is int and not number.is_integer():  # also inf, nan
+                raise DistilTuneError(f"{key}: {value!r} in {source} is not a whole number", f"write {key} as an integer")
+            return int(number) if kind is int else number
     return value
+
+
+# Values YAML and the CLI legitimately give in another shape than the field's annotation.
+LENIENT = {"finetune_teacher": (bool,), "export": (bool,), "losses": (str, dict, list), "layer_map": (list, dict)}
+
+
+def _conforms(value, hint) -> bool:
+    kinds = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    for kind in kinds:
+        origin = typing.get_origin(kind)
+        if kind is type(None) and value is None or kind is typing.Any:
+            return True
+        if origin is typing.Literal and value in typing.get_args(kind):
+            return True
+        if kind is bool and isinstance(value, bool):
+            return True
+        if kind is int and isinstance(value, int) and not isinstance(value, bool):
+            return True
+        if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            return True
+        if kind is str and isinstance(value, str):
+            return True
+        if isinstance(kind, type) and issubclass(kind, Enum) and isinstance(value, str):
+            return True
+        if isinstance(kind, type) and not origin and kind not in (bool, int, float, str) and isinstance(value, kind):
+            return True
+        if (kind is list or origin is list) and isinstance(value, list):
+            arg = (typing.get_args(kind) or (typing.Any,))[0]
+            if all(_conforms(v, arg) for v in value):
+                return True
+        if (kind is dict or origin is dict) and isinstance(value, dict):
+            return True
+    return False
+
+
+def check_types(values: dict, source: str) -> None:
+    """Refuse ill-typed values up front: a bool where an int goes, inf/nan, a list of the wrong
+    kind. Left to run, they crash mid-run (or worse: an int accelerator_config is read as a file
+    descriptor and closed)."""
+    hints = typing.get_type_hints(DistillConfig)
+    for k, v in values.items():
+        if not (_conforms(v, hints[k]) or isinstance(v, LENIENT.get(k, ()))):
+            raise DistilTuneError(f"{k}: {v!r} in {source} is not a valid {hints[k]}".replace("\n", " "), f"write {k} as the type named")
 
 
 def build_config(values: dict, source: str = "config") -> DistillConfig:
     """Construct and validate; validation errors become one-line DistilTuneErrors."""
     check_keys(values, source)
+    check_types(values, source)
     try:
         return DistillConfig(**values)
-    except (ValueError, TypeError) as e:
+    except DistilTuneError:
+        raise
+    except (ValueError, TypeError, OverflowError, AttributeError, KeyError, OSError, ImportError) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise DistilTuneError(f"invalid config ({source}): {msg}", "correct the value(s) named above") from None
 
@@ -110,9 +166,13 @@ def parse_config(argv: list[str], prog: str, defaults: dict | None = None,
     # Keep only what differs from the dataclass default plus what was set, so unset schedule
     # fields stay None and pick up the strategy's defaults.
     cfg_values = {k: v for k, v in raw.items() if k in values or _differs(k, v)}
+    check_types(cfg_values, known.config or "command line")
     if known.quick:
         cfg_values.update(quick_overrides(cfg_values))
-    return build_config(cfg_values, known.config or "command line"), known
+    cfg = build_config(cfg_values, known.config or "command line")
+    global last_output_dir
+    last_output_dir = cfg.output_dir  # where the CLI writes a crash log
+    return cfg, known
 
 
 def _differs(name: str, value) -> bool:
@@ -125,8 +185,8 @@ def _differs(name: str, value) -> bool:
 def quick_overrides(values: dict) -> dict:
     """--quick: the same pipeline on a small slice, one epoch each, for smoke tests and CI."""
     return {
-        "num_labeled": min(values.get("num_labeled") or 300, 300),
-        "max_unlabeled": min(values.get("max_unlabeled") or 300, 300),
+        "num_labeled": min(300 if values.get("num_labeled") is None else values["num_labeled"], 300),
+        "max_unlabeled": min(300 if values.get("max_unlabeled") is None else values["max_unlabeled"], 300),
         "max_validation_samples": 100,
         "max_test_samples": 300,
         "num_train_epochs": 1.0,

@@ -13,10 +13,12 @@ class DistilTuneError(Exception):
 class NonFiniteLossError(DistilTuneError):
     """A loss term became NaN/inf; training stopped before the optimizer applied it."""
 
-    def __init__(self, term: str, step: int, checkpoint: str | None):
+    def __init__(self, term: str, step: int, checkpoint: str | None, skipped: int | None = None):
         where = f"last good checkpoint kept at {checkpoint}" if checkpoint else "no checkpoint had been written yet"
+        why = f" after {skipped} skipped batches in a row" if skipped else ""
         super().__init__(
-            f"loss term '{term}' is not finite at step {step}; training stopped ({where})",
-            "lower learning_rate or temperature, check the data for empty texts, or try mixed_precision: no",
+            f"loss term '{term}' is not finite at step {step}{why}; training stopped ({where})",
+            "lower learning_rate or temperature, check the data for empty texts, try mixed_precision: no, "
+            "or nan_policy: skip to step over rare bad batches",
         )
         self.term, self.step, self.checkpoint = term, step, checkpoint

@@ -53,7 +53,7 @@ def parse_pairs(spec) -> list[tuple[int, list[int]]]:
             ts = [int(x) for x in (t if isinstance(t, (list, tuple)) else str(t).split("|"))]
             out.append((int(s), ts))
         return out
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, OverflowError):
         raise DistilTuneError(f"layer map {spec!r} is not understood",
                               f"use a preset ({', '.join(PRESETS)}) or pairs 'student:teacher' such as '0:1,1:3'") from None
 

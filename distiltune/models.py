@@ -73,13 +73,9 @@ def _generic(names) -> bool:
     return all(re.fullmatch(r"LABEL_\d+", str(n)) for n in names)
 
 
-def load_classifier(name: str, label_names: list[str] | None, role: str):
-    """Load ``name`` as a sequence classifier for our label set.
-
-    Returns ``(model, head_trained)``; ``head_trained`` is False when the classification head
-    was freshly initialised (missing from the checkpoint), so the model does not know the task yet.
-    """
-    path = resolve_path(name)
+def check_labels(path: str, name: str, label_names: list[str] | None, role: str) -> bool:
+    """From config.json alone: whether the model has a classification head, and that its labels
+    match the data's (count, and names unless generic LABEL_i)."""
     try:
         config = AutoConfig.from_pretrained(path)
     except (OSError, ValueError) as e:
@@ -98,6 +94,24 @@ def load_classifier(name: str, label_names: list[str] | None, role: str):
             raise DistilTuneError(
                 f"the {role}'s labels {ckpt_names} differ from the data's labels {list(label_names)}",
                 "map the data labels to the model's names and order, or fine-tune a fresh head")
+    return has_head
+
+
+def untrained_teacher(name: str) -> DistilTuneError:
+    return DistilTuneError(
+        f"the teacher '{name}' has an untrained classifier head (freshly initialised), so its soft labels are noise",
+        "set finetune_teacher: auto to fine-tune it first, or point teacher to a fine-tuned checkpoint")
+
+
+def load_classifier(name: str, label_names: list[str] | None, role: str):
+    """Load ``name`` as a sequence classifier for our label set.
+
+    Returns ``(model, head_trained)``; ``head_trained`` is False when the classification head
+    was freshly initialised (missing from the checkpoint), so the model does not know the task yet.
+    """
+    path = resolve_path(name)
+    has_head = check_labels(path, name, label_names, role)
+    want = label_maps(label_names)
     try:
         model, info = AutoModelForSequenceClassification.from_pretrained(
             path, **want, ignore_mismatched_sizes=False, output_loading_info=True)

@@ -9,6 +9,7 @@ import torch
 from . import modules as MD
 from .errors import DistilTuneError
 from .pipeline import Pipeline
+from .preflight import Problems
 
 
 class TensorPadder:
@@ -26,21 +27,30 @@ class TensorPadder:
 
 
 class ModulePipeline(Pipeline):
-    def check_inputs(self):
-        super().check_inputs()
+    def check_inputs(self, problems: Problems | None = None):
+        P = problems or Problems()
+        super().check_inputs(P)
         cfg = self.cfg
-        if cfg.student == "from_teacher":
-            raise DistilTuneError("student: from_teacher copies transformer layers, which a plain nn.Module teacher does not have",
-                                  "name a student factory, e.g. student: examples/digits/models.py:cnn_student")
-        if cfg.freeze_embeddings or cfg.freeze_layers:
-            raise DistilTuneError("freeze_embeddings / freeze_layers apply to transformer encoders only",
-                                  "freeze parameters inside your factory (requires_grad_(False)) instead")
+        with P.check():
+            if cfg.student == "from_teacher":
+                raise DistilTuneError("student: from_teacher copies transformer layers, which a plain nn.Module teacher does not have",
+                                      "name a student factory, e.g. student: examples/digits/models.py:cnn_student")
+        with P.check():
+            if cfg.freeze_embeddings or cfg.freeze_layers:
+                raise DistilTuneError("freeze_embeddings / freeze_layers apply to transformer encoders only",
+                                      "freeze parameters inside your factory (requires_grad_(False)) instead")
         for role in ("teacher", "student"):
             name = getattr(cfg, role)
-            if name and not (MD.is_factory(name) or MD.is_module_dir(name)):
-                raise DistilTuneError(f"with input_column set, the {role} must be a factory 'file.py:function' or a "
-                                      f"network saved by distiltune, not '{name}'",
-                                      f"set {role}: examples/digits/models.py:cnn_{role} (or unset input_column for text)")
+            with P.check():
+                if name and name != "from_teacher" and not (MD.is_factory(name) or MD.is_module_dir(name)):
+                    raise DistilTuneError(f"with input_column set, the {role} must be a factory 'file.py:function' or a "
+                                          f"network saved by distiltune, not '{name}'",
+                                          f"set {role}: examples/digits/models.py:cnn_{role} (or unset input_column for text)")
+        if problems is None:
+            P.raise_all()
+
+    def check_models(self, P: Problems) -> None:
+        pass  # factories and saved networks are checked when built/loaded (their label count is the data's)
 
     def _args(self, stage: str, **changes):
         # length grouping is for token sequences; tensor inputs all have one size

@@ -75,8 +75,45 @@ def _on_sys_path(dirs: list[str]):
                 sys.path.remove(d)
 
 
+# Installed packages whose functions may be named as factories without being your own code.
+TRUSTED_MODULES = ("torchvision.models", "timm")
+
+
+def _trusted(name: str) -> list[str]:
+    extra = [m.strip() for m in os.environ.get("DISTILTUNE_TRUSTED_MODULES", "").split(",") if m.strip()]
+    return [m for m in (*TRUSTED_MODULES, *extra) if name == m or name.startswith(m + ".")]
+
+
+def _check_own_module(name: str, dirs: list[str]) -> None:
+    """A factory named by module runs that module's code: only your own modules (found under the
+    current folder or the config's folder) or allow-listed packages, never e.g. ``subprocess:run``
+    smuggled in through a config or a saved network's metadata. Checked before anything is imported."""
+    if _trusted(name):
+        return
+    top = name.split(".")[0]
+    where = None
+    if top not in sys.stdlib_module_names and top not in sys.builtin_module_names:
+        with _on_sys_path(dirs):
+            spec = importlib.util.find_spec(top)  # locates the top package without running it
+        if spec is None:
+            return  # not found: the import below says so
+        where = spec.origin if spec.has_location else None
+        if where is None and spec.submodule_search_locations:
+            where = list(spec.submodule_search_locations)[0]
+        inside = lambda ds: any(os.path.abspath(where).startswith(os.path.join(os.path.abspath(d), "")) for d in ds)
+        # installed packages are not your own, even when the environment sits in the project folder
+        if where and inside(dirs) and not inside({sys.prefix, sys.exec_prefix, sys.base_prefix}):
+            return
+    raise DistilTuneError(
+        f"factory module '{name}' is not your own code ({'the standard library' if where is None else where}); "
+        f"distiltune imports factories only from modules under {' or '.join(dirs)} or from allow-listed packages",
+        f"move the factory into your project, name its file (path/to/file.py:function), or trust the package: "
+        f"DISTILTUNE_TRUSTED_MODULES={top}")
+
+
 def _import_module(name: str, base_dir: str | None):
     dirs = [os.getcwd()] + ([os.path.abspath(base_dir)] if base_dir else [])
+    _check_own_module(name, dirs)
     try:
         with _on_sys_path(dirs):
             return importlib.import_module(name)

@@ -10,9 +10,10 @@ import shutil
 import time
 
 import numpy as np
+from accelerate import PartialState
 from transformers import set_seed
-from transformers.trainer_utils import get_last_checkpoint
 
+from . import checkpoints as CK
 from . import models as M
 from .config import DistillConfig
 from .config_io import save_config, to_yaml_dict
@@ -23,6 +24,7 @@ from .evaluate import Padder, measure_speeds, predict_logits, task_metrics
 from .report import model_card, write_atomic, write_report
 from .deploy import ExportStage
 from .train_data import DistillDataStage
+from .preflight import PreflightStage
 from .stages import StageBook, fingerprint, prepare_output_dir
 from .trainer import DistillationTrainer, EpochTimer, finetune_objective
 
@@ -30,7 +32,8 @@ from .trainer import DistillationTrainer, EpochTimer, finetune_objective
 _NOT_IN_FINGERPRINT = {"output_dir", "logging_steps", "report_to", "latency_samples", "throughput_batch_size",
                        "baseline", "disable_tqdm", "logging_strategy", "logging_first_step", "save_strategy",
                        "save_total_limit", "save_steps", "run_name", "project", "trackio_space_id",
-                       "dataloader_num_workers", "log_level", "export"}
+                       "dataloader_num_workers", "log_level", "export",
+                       "nan_policy", "grad_spike_factor"}  # so `--resume --nan_policy skip` continues a stopped stage
 
 
 # Settings that shape any training stage (each stage adds its own model, data and epochs).
@@ -38,15 +41,26 @@ TRAIN_KEYS = ("per_device_train_batch_size", "gradient_accumulation_steps", "see
               "weight_decay", "warmup_steps", "lr_scheduler_type", "optim", "max_grad_norm", "train_sampling_strategy")
 
 
-class Pipeline(DistillDataStage, ExportStage):
-    def __init__(self, cfg: DistillConfig, overwrite: bool = False, resume: bool = False, out: str | None = None):
+class Pipeline(PreflightStage, DistillDataStage, ExportStage):
+    def __init__(self, cfg: DistillConfig, overwrite: bool = False, resume: bool = False, out: str | None = None,
+                 defer: bool = False):
+        """``defer``: check output_dir with the other inputs in ``run`` (all problems reported at once)
+        and touch it only once they pass."""
         self.cfg, self.resume = cfg, resume
         self.out = out or cfg.output_dir
-        prepare_output_dir(self.out, overwrite, resume)
-        self.book = StageBook(self.out, reuse=resume)
+        self._pending = (overwrite, resume) if defer else None
+        if not defer:
+            self._prepare_output(overwrite, resume)
         self.timings: dict[str, float] = {}
         self.epoch_seconds: dict[str, list[float]] = {}  # stage -> wall seconds per epoch
         self.selection: dict[str, dict] = {}  # stage -> which checkpoint was kept (validation monitoring)
+
+    def _prepare_output(self, overwrite: bool, resume: bool) -> None:
+        state = PartialState()  # one process per device under torchrun / accelerate launch
+        if state.is_main_process:  # only rank 0 clears and writes the output folder
+            prepare_output_dir(self.out, overwrite, resume)
+        state.wait_for_everyone()
+        self.book = StageBook(self.out, reuse=resume, write=state.is_main_process)
 
     @classmethod
     def detached(cls, cfg: DistillConfig) -> "Pipeline":
@@ -78,11 +92,13 @@ class Pipeline(DistillDataStage, ExportStage):
         that checkpoint was made with the same inputs (``fp``); otherwise it starts afresh."""
         args = self._args(stage, num_train_epochs=epochs, learning_rate=lr)
         stamp = os.path.join(args.output_dir, "fingerprint")
-        if os.path.isdir(args.output_dir) and (not os.path.isfile(stamp) or open(stamp).read() != fp):
-            shutil.rmtree(args.output_dir)
-        os.makedirs(args.output_dir, exist_ok=True)
-        with open(stamp, "w") as f:
-            f.write(fp)
+        state = PartialState()
+        if state.is_main_process:
+            if os.path.isdir(args.output_dir) and (not os.path.isfile(stamp) or open(stamp).read() != fp):
+                shutil.rmtree(args.output_dir)
+            os.makedirs(args.output_dir, exist_ok=True)
+            write_atomic(stamp, fp)
+        state.wait_for_everyone()
         collator = self._collator(tokenizer, teacher_tokenizer)
         evaluating = str(getattr(args.eval_strategy, "value", args.eval_strategy)) != "no"
         if evaluating and len(self.data.validation) == 0:
@@ -101,7 +117,15 @@ class Pipeline(DistillDataStage, ExportStage):
                                       eval_dataset=self._tok(self.data.validation, tokenizer) if evaluating else None,
                                       compute_metrics=self._compute_metrics if evaluating else None,
                                       callbacks=callbacks)
-        last = get_last_checkpoint(args.output_dir) if self.resume and os.path.isdir(args.output_dir) else None
+        last = None
+        if self.resume:
+            dropped = CK.discard_incomplete(args.output_dir) if state.is_main_process else []
+            state.wait_for_everyone()
+            if dropped:
+                print(f"[distiltune] {stage}: removed incomplete checkpoint(s) {', '.join(dropped)} (cut short by a kill)")
+            last = CK.last_complete(args.output_dir)
+            if last:
+                print(f"[distiltune] {stage}: resuming from {os.path.relpath(last, self.out)}")
         t0 = time.perf_counter()
         trainer.train(resume_from_checkpoint=last)
         self.timings[stage] = time.perf_counter() - t0
@@ -120,7 +144,7 @@ class Pipeline(DistillDataStage, ExportStage):
         ckpt = os.path.join(self.out, "checkpoints", stage)
         stamp = os.path.join(ckpt, "fingerprint")
         return (self.resume and os.path.isfile(stamp) and open(stamp).read() == fp
-                and get_last_checkpoint(ckpt) is not None)
+                and CK.last_complete(ckpt) is not None)
 
     def _compute_metrics(self, pred) -> dict:
         """Validation metrics during training (when eval_strategy is set): same code as the final evaluation."""
@@ -129,12 +153,15 @@ class Pipeline(DistillDataStage, ExportStage):
     def _save(self, model, tokenizer, name: str, how: str, stages: tuple[str, ...] = ()) -> str:
         """Write the final model folder, then drop the finished stages' resume checkpoints (GBs for a teacher)."""
         path = os.path.join(self.out, name)
-        with open(os.path.join(self.out, "config.yaml")) as f:  # the resolved run config travels with the model
-            config_text = f.read()
-        self._write_model(model, tokenizer, path, model_card(name, how, self.cfg, self.data),
-                          {"distiltune_config.yaml": config_text})
-        for stage in stages or (name,):
-            shutil.rmtree(os.path.join(self.out, "checkpoints", stage), ignore_errors=True)
+        state = PartialState()
+        if state.is_main_process:  # every rank holds the same weights (DDP): one writes them
+            with open(os.path.join(self.out, "config.yaml")) as f:  # the resolved run config travels with the model
+                config_text = f.read()
+            self._write_model(model, tokenizer, path, model_card(name, how, self.cfg, self.data),
+                              {"distiltune_config.yaml": config_text})
+            for stage in stages or (name,):
+                shutil.rmtree(os.path.join(self.out, "checkpoints", stage), ignore_errors=True)
+        state.wait_for_everyone()
         return path
 
     def _tok(self, ds, tokenizer, prefix=""):
@@ -180,24 +207,6 @@ class Pipeline(DistillDataStage, ExportStage):
         return M.same_tokenizer(a, b)
 
     # ------------------------------------------------------------------ stages
-    def check_inputs(self):
-        cfg = self.cfg
-        if cfg.strategy in ("distill", "distill_finetune") and not cfg.teacher:
-            raise DistilTuneError(f"strategy '{cfg.strategy}' needs a teacher", "set teacher: <model folder or hub name>")
-        if not cfg.student:
-            raise DistilTuneError("no student given", "set student: <model folder or hub name>, or student: from_teacher")
-        if cfg.student == "from_teacher" and not cfg.teacher:
-            raise DistilTuneError("student: from_teacher needs a teacher", "set teacher, or name a pretrained student")
-        if cfg.augment and getattr(cfg, "input_column", None):
-            raise DistilTuneError("augment edits text, but this task's inputs are tensors (input_column)",
-                                  "drop augment, and apply your own transforms in the dataset factory")
-        if cfg.augment and "mlm" in cfg.augment and cfg.strategy != "finetune":
-            self.mlm_filler()  # its masked LM must load (with its head) before any training
-        if cfg.export:  # before hours of training, not after
-            from .export import require_runtime
-
-            require_runtime()
-
     def teacher_stage(self):
         """Returns (teacher model or None, tokenizer, path used for evaluation)."""
         cfg = self.cfg
@@ -206,9 +215,7 @@ class Pipeline(DistillDataStage, ExportStage):
             return None, None, None
         model, tok, trained = self._load_model(cfg.teacher, "teacher")
         if cfg.finetune_teacher == "no" and not trained:
-            raise DistilTuneError(
-                f"the teacher '{cfg.teacher}' has an untrained classifier head (freshly initialised), so its soft labels are noise",
-                "set finetune_teacher: auto to fine-tune it first, or point teacher to a fine-tuned checkpoint")
+            raise M.untrained_teacher(cfg.teacher)
         if cfg.finetune_teacher == "no" or (cfg.finetune_teacher == "auto" and trained):
             self.teacher_how = f"given ({cfg.teacher}), not fine-tuned here"
             self.teacher_fp = M.weights_fingerprint(M.resolve_path(cfg.teacher))
@@ -295,12 +302,13 @@ class Pipeline(DistillDataStage, ExportStage):
     def run(self) -> dict:
         cfg = self.cfg
         t_start = time.perf_counter()
-        self.check_inputs()
+        self.preflight()
+        data = self.data
         set_seed(cfg.seed)
-        self.data = data = load_task_data(cfg)
         print(f"[distiltune] data: {len(data.train)} labelled, {0 if data.unlabeled is None else len(data.unlabeled)} "
               f"unlabeled, {len(data.validation)} validation, {len(data.test)} test rows; labels {data.label_names}")
-        save_config(cfg, os.path.join(self.out, "config.yaml"))
+        if PartialState().is_main_process:
+            save_config(cfg, os.path.join(self.out, "config.yaml"))
         teacher, self.teacher_tok, teacher_path = self.teacher_stage()
         student0, s_tok, init_how = self.student_init(teacher)
         self._check_heads(teacher, student0)
@@ -360,6 +368,8 @@ class Pipeline(DistillDataStage, ExportStage):
                            "(same init and budget as the student, no teacher): the no-distillation baseline")
                 self.book.mark("baseline_student", bfp, seconds=self.timings["baseline_student"])
 
+        if not PartialState().is_main_process:
+            return None  # evaluation, timing and the report: rank 0 alone (one copy, timed without a busy peer)
         results = {}
         for name, model, tok, path in (("teacher", teacher, self.teacher_tok, teacher_path),
                                        ("student", student, s_tok, student_path),
@@ -416,7 +426,7 @@ def run_pipeline(cfg: DistillConfig, overwrite: bool = False, resume: bool = Fal
     """Run the configured pipeline; returns the report dict (also written to ``output_dir``)."""
     from .module_pipeline import pipeline_class
 
-    return pipeline_class(cfg)(cfg, overwrite=overwrite, resume=resume).run()
+    return pipeline_class(cfg)(cfg, overwrite=overwrite, resume=resume, defer=True).run()
 
 
 def evaluate_models(cfg: DistillConfig, model_dirs: list[str], overwrite: bool = False, resume: bool = False) -> dict:

@@ -13,11 +13,24 @@ RUN_ENTRIES = ("teacher", "student", "baseline_student", "student_onnx", "checkp
                "logs", "plots", "config.yaml", "report.json", "report.md", "report.html")
 
 
-def prepare_output_dir(path: str, overwrite: bool, resume: bool) -> None:
+def check_output_dir(path: str, overwrite: bool, resume: bool) -> None:
+    """Raise if ``path`` cannot take this run; changes nothing."""
     if overwrite and resume:
         raise DistilTuneError("--overwrite and --resume were both given", "pass only one of them")
     if os.path.isfile(path):
         raise DistilTuneError(f"output_dir {path} is a file", "choose a directory path for output_dir")
+    if os.path.isdir(path) and os.listdir(path) and not (overwrite or resume):
+        raise DistilTuneError(f"output_dir {path} already holds files (a previous run?)",
+                              "pass --resume to continue it, --overwrite to replace it, or choose another --output-dir")
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.access(parent if not os.path.isdir(path) else path, os.W_OK):
+        raise DistilTuneError(f"output_dir {path} is not writable", "choose a folder you can write to")
+
+
+def prepare_output_dir(path: str, overwrite: bool, resume: bool) -> None:
+    check_output_dir(path, overwrite, resume)
     if os.path.isdir(path) and os.listdir(path):
         if overwrite:
             for entry in RUN_ENTRIES:
@@ -26,9 +39,6 @@ def prepare_output_dir(path: str, overwrite: bool, resume: bool) -> None:
                     shutil.rmtree(p)
                 elif os.path.exists(p):
                     os.remove(p)
-        elif not resume:
-            raise DistilTuneError(f"output_dir {path} already holds files (a previous run?)",
-                                  "pass --resume to continue it, --overwrite to replace it, or choose another --output-dir")
     os.makedirs(path, exist_ok=True)
 
 
@@ -39,9 +49,9 @@ def fingerprint(*parts) -> str:
 class StageBook:
     """Records ``<output_dir>/.stages/<name>.json`` once a stage's artifact is fully written."""
 
-    def __init__(self, output_dir: str, reuse: bool):
+    def __init__(self, output_dir: str, reuse: bool, write: bool = True):
         self.dir = os.path.join(output_dir, ".stages")
-        self.reuse = reuse
+        self.reuse, self.write = reuse, write  # write: False on non-main ranks of a distributed run
         os.makedirs(self.dir, exist_ok=True)
 
     def done(self, name: str, fp: str, artifact: str) -> bool:
@@ -53,6 +63,8 @@ class StageBook:
             return json.load(f).get("fingerprint") == fp
 
     def mark(self, name: str, fp: str, **info) -> None:
+        if not self.write:
+            return
         marker = os.path.join(self.dir, f"{name}.json")
         tmp = marker + ".tmp"
         with open(tmp, "w") as f:

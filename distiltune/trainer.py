@@ -6,14 +6,18 @@ mixed precision and distributed runs are the Trainer's.
 """
 from __future__ import annotations
 
+import math
 import os
+import statistics
 from typing import Callable
 
 import torch
 from torch import nn
 from transformers import Trainer, TrainerCallback
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer_pt_utils import LengthGroupedSampler
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
+from . import checkpoints as CK
 from . import features as FT
 from . import teacher_cache as TC
 from .errors import DistilTuneError, NonFiniteLossError
@@ -115,6 +119,22 @@ class DistillationTrainer(Trainer):
             out = output_dir or self.args.output_dir
             save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, os.path.join(out, self.TERMS_FILE))
 
+    def _save_checkpoint(self, model, trial) -> None:
+        """The Trainer's checkpoint, sealed with a manifest before older ones are rotated away, so a
+        kill at any moment leaves at least one complete checkpoint (see ``checkpoints``)."""
+        limit = self.args.save_total_limit
+        self.args.save_total_limit = None  # rotate only after sealing
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self.args.save_total_limit = limit
+        run_dir = self._get_output_dir(trial=trial)
+        self.accelerator.wait_for_everyone()  # every rank's RNG file is written before the manifest lists them
+        if self.args.should_save:
+            CK.seal(os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"))
+            rotate_checkpoints(output_dir=run_dir, save_total_limit=limit,
+                               best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=True)
+
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         super()._load_from_checkpoint(resume_from_checkpoint, model)
         path = os.path.join(resume_from_checkpoint, self.TERMS_FILE)
@@ -124,15 +144,17 @@ class DistillationTrainer(Trainer):
             self.terms.load_state_dict(load_file(path, device=str(self.args.device)))
 
     def _get_train_sampler(self, train_dataset=None):
-        """The Trainer's length-grouped sampler, given the ``length`` column as a list: indexing the
-        lazy Arrow column row by row costs more than a short epoch's worth of steps."""
+        """The Trainer's length-grouped sampler, given the ``length`` column as a list (indexing the
+        lazy Arrow column row by row costs more than a short epoch's worth of steps), with its order
+        drawn from (seed, epoch) so a run resumed mid-epoch sees the same batches."""
         ds = train_dataset if train_dataset is not None else self.train_dataset
         col = self.args.length_column_name
         if (self.args.train_sampling_strategy == "group_by_length" and col in (getattr(ds, "column_names", None) or [])):
-            from transformers.trainer_pt_utils import LengthGroupedSampler
-
-            return LengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps,
-                                        dataset=ds, lengths=list(ds[col]))
+            seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+            # one order for the global batch, which accelerate slices per rank: the same rows per
+            # optimizer step for any number of processes
+            batch = self.args.train_batch_size * self.args.gradient_accumulation_steps * self.args.world_size
+            return EpochSeededLengthSampler(batch, dataset=ds, lengths=list(ds[col]), seed=seed)
         return super()._get_train_sampler(train_dataset)
 
     # ---- schedules ----
@@ -217,20 +239,91 @@ class DistillationTrainer(Trainer):
         # the culprit term is looked up only when it fires. Term sums stay on the device until logged.
         if not torch.isfinite(torch.stack([v.detach().float() for v in values.values()]).sum()):
             key = next((k for k, v in values.items() if not torch.isfinite(v)), next(iter(values)))
-            raise NonFiniteLossError(key, self.state.global_step, get_last_checkpoint(self.args.output_dir)
-                                     if _isdir(self.args.output_dir) else None)
+            return self._non_finite(model, key, student_out, return_outputs)
+        self._skipped_in_row = 0
         for key, value in values.items():
             self._sums[f"loss_{key}"] = self._sums.get(f"loss_{key}", 0.0) + value.detach().float()
         self._count += 1
         return (loss, student_out) if return_outputs else loss
 
+    MAX_SKIPPED_IN_ROW = 10
+
+    def _non_finite(self, model, key: str, student_out, return_outputs: bool):
+        """Stop naming the term and step, or (nan_policy: skip) give this batch a zero loss. The zero
+        is built from the parameters, not the NaN activations, so backward still reaches every
+        parameter: under DDP every rank must run the same backward, whichever rank skipped."""
+        step = self.state.global_step
+        self._skipped_in_row = getattr(self, "_skipped_in_row", 0) + 1
+        policy = getattr(self.args, "nan_policy", "stop")
+        if policy != "skip" or self._skipped_in_row > self.MAX_SKIPPED_IN_ROW:
+            raise NonFiniteLossError(key, step, CK.last_complete(self.args.output_dir),
+                                     skipped=self._skipped_in_row - 1 if policy == "skip" else None)
+        self.skipped_batches = getattr(self, "skipped_batches", 0) + 1
+        print(f"[distiltune] loss term '{key}' is not finite at step {step}: batch skipped (nan_policy: skip)")
+        zero = sum((p * 0.0).sum() for p in model.parameters() if p.requires_grad)
+        return (zero, student_out) if return_outputs else zero
+
+    def _get_grad_norm(self, model, grad_norm=None):
+        norm = super()._get_grad_norm(model, grad_norm)
+        if isinstance(norm, torch.Tensor) and getattr(self.args, "grad_spike_factor", 0):
+            # kept on the device; read (one sync) when the losses are logged
+            self.__dict__.setdefault("_norms", []).append((self.state.global_step + 1, norm.detach().float()))
+        return norm
+
+    def _spikes(self) -> list[tuple[int, float, float]]:
+        """Steps whose gradient norm exceeded grad_spike_factor x the median of the previous 50 steps."""
+        pending = self.__dict__.pop("_norms", [])
+        if not pending:
+            return []
+        history = self.__dict__.setdefault("_norm_history", [])
+        spikes = []
+        for (step, _), norm in zip(pending, torch.stack([n for _, n in pending]).tolist()):
+            if len(history) >= 10 and math.isfinite(norm):
+                median = statistics.median(history[-50:])
+                if median > 0 and norm > self.args.grad_spike_factor * median:
+                    spikes.append((step, norm, median))
+            if math.isfinite(norm):
+                history.append(norm)
+        del history[:-50]
+        return spikes
+
     def log(self, logs: dict, *args, **kwargs) -> None:
+        if "loss" in logs:
+            spikes = self._spikes()
+            for step, norm, median in spikes:
+                print(f"[distiltune] gradient-norm spike at step {step}: {norm:.4g} ({norm / median:.0f}x the median "
+                      f"{median:.4g} of the previous steps)")
+            if spikes:
+                logs["grad_norm_spikes"] = len(spikes)
+                logs["grad_norm_spike_max"] = round(max(n for _, n, _ in spikes), 6)
+            if getattr(self, "skipped_batches", 0):
+                logs["skipped_batches"] = self.skipped_batches
         if "loss" in logs and self._count:
-            logs.update({k: round(float(v) / self._count, 6) for k, v in self._sums.items()})
+            keys = list(self._sums)  # every rank logs at the same step: average the terms over ranks, as "loss" is
+            means = self.accelerator.reduce(torch.stack([torch.as_tensor(self._sums[k]) for k in keys]) / self._count,
+                                            reduction="mean")
+            logs.update({k: round(float(v), 6) for k, v in zip(keys, means.tolist())})
             logs.update({k: round(v, 6) for k, v in self.current_values().items()})
             self._sums.clear()
             self._count = 0
         super().log(logs, *args, **kwargs)
+
+
+class EpochSeededLengthSampler(LengthGroupedSampler):
+    """Length-grouped order from a generator seeded with ``seed + epoch``. The Trainer's own draws
+    from the global RNG when the epoch starts; resuming mid-epoch restores that RNG only after the
+    epoch's order is drawn, so the resumed run would see other batches than the interrupted one."""
+
+    def __init__(self, *args, seed: int, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __iter__(self):
+        self.generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return super().__iter__()
 
 
 class EpochTimer(TrainerCallback):
@@ -294,6 +387,3 @@ def _normalise(entry) -> tuple[str, str, Weight, dict]:
 def _has_build(term) -> bool:
     return type(term).build is not LossTerm.build
 
-
-def _isdir(path) -> bool:
-    return bool(path) and os.path.isdir(path)

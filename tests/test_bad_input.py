@@ -45,6 +45,17 @@ def cases(task_files, base_models, trained_teacher, tmp_path, bad_csvs):
     out = tmp_path / "out"
     yaml_bad = tmp_path / "bad.yaml"
     yaml_bad.write_text("temprature: 2.0\n")
+    yamls = {"ill_typed": "per_device_train_batch_size: 1.5\n", "not_number": "learning_rate: fast\n",
+             "list": "- a\n- b\n", "broken": "teacher: [1, 2\n"}
+    for name, text in yamls.items():
+        (tmp_path / f"{name}.yaml").write_text(text)
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a folder")
+    no_tok = tmp_path / "no_tokenizer"
+    m, _ = tiny_bert(tmp_path / "tmp_no_tok")
+    m.save_pretrained(no_tok)
+    one_class = tmp_path / "one_class.csv"
+    pd.read_csv(task_files["train"]).assign(label="pos").to_csv(one_class, index=False)
     unl_empty, unl_binary = tmp_path / "unl_empty.txt", tmp_path / "unl_binary.txt"
     unl_empty.write_text("\n  \n")
     unl_binary.write_bytes(bytes(range(128, 256)) * 4)
@@ -101,6 +112,27 @@ def cases(task_files, base_models, trained_teacher, tmp_path, bad_csvs):
                                  r"unlabeled_file .* is empty \(no lines with text\)"),
         "non-text unlabeled file": (["run", *base_args(task_files, out, T, S), "--unlabeled_file", str(unl_binary)],
                                     r"unlabeled_file .* is not text \(not UTF-8\)"),
+        "output_dir is a file": (["run", *base_args(task_files, out, T, S), "--output_dir", str(a_file)],
+                                 "output_dir .*a_file is a file"),
+        "--overwrite with --resume": (["run", *base_args(task_files, out, T, S), "--overwrite", "--resume"],
+                                      "--overwrite and --resume were both given"),
+        "ill-typed config value": (["run", "--config", str(tmp_path / "ill_typed.yaml")],
+                                   "per_device_train_batch_size: 1.5 .* is not a whole number|is not a valid"),
+        "not a number": (["run", "--config", str(tmp_path / "not_number.yaml")], "learning_rate: 'fast' .* is not a number"),
+        "config not a mapping": (["run", "--config", str(tmp_path / "list.yaml")], "must hold a mapping of config keys"),
+        "invalid YAML": (["run", "--config", str(tmp_path / "broken.yaml")], r"is not valid YAML \(line \d\)"),
+        "config file not found": (["run", "--config", str(tmp_path / "nope.yaml")], "config file not found"),
+        "teacher folder missing": (["run", *base_args(task_files, out, str(tmp_path / "no_such_teacher"), S)],
+                                   "could not load the teacher .*no_such_teacher"),
+        "model without tokenizer": (["run", *base_args(task_files, out, T, str(no_tok))], "holds no tokenizer files"),
+        "single training class": (["run", *base_args(task_files, out, T, S, train=str(one_class))],
+                                  r"the training labels hold a single class \['pos'\]"),
+        "factory from the standard library": (["run", "--dataset_name", "subprocess:run", "--student", S,
+                                               "--output_dir", str(out), "--report_to", "none"],
+                                              "factory module 'subprocess' is not your own code"),
+        "test_size too large": (["run", "--train_file", task_files["train"], "--text_column", "sentence", "--student", S,
+                                 "--strategy", "finetune", "--test_size", "600", "--output_dir", str(out)],
+                                "test_size=600.0 leaves no test or no training rows|test_size=600 leaves"),
     }
 
 
@@ -110,7 +142,10 @@ CASE_NAMES = ["misspelt text column", "missing label column", "label outside the
               "unknown command", "unknown loss name", "unknown loss option", "layer index out of range",
               "widths differ, no projection", "module path not found", "token terms across tokenizers", "unknown preset",
               "augment factor <= 0", "unknown augment method", "mlm without an MLM head", "empty unlabeled file",
-              "non-text unlabeled file"]
+              "non-text unlabeled file", "output_dir is a file", "--overwrite with --resume", "ill-typed config value",
+              "not a number", "config not a mapping", "invalid YAML", "config file not found", "teacher folder missing",
+              "model without tokenizer", "single training class", "factory from the standard library",
+              "test_size too large"]
 
 
 @pytest.mark.parametrize("name", CASE_NAMES)
@@ -125,8 +160,8 @@ def test_bad_input_one_line_exit_2(name, capsys, tmp_path, task_files, base_mode
     assert len(lines) == 1, err
     import re
 
-    assert re.search(pattern, lines[0]), lines[0]
-    assert "fix" in lines[0] or "did you mean" in lines[0] or "see `distiltune" in lines[0]
+    assert re.search(pattern, err), err  # several problems: one message, one numbered line each
+    assert "fix" in err or "did you mean" in err or "see `distiltune" in err
     out = tmp_path / "out"
     assert not (out / "student").exists() and not (out / "report.json").exists()
 
@@ -183,3 +218,50 @@ def test_nan_mid_training_keeps_last_good_checkpoint(tmp_path, base_models):
     assert e.value.term == "nan_after_3" and e.value.step == 3
     assert e.value.checkpoint and e.value.checkpoint.endswith("checkpoint-2")
     assert os.path.isfile(os.path.join(e.value.checkpoint, "model.safetensors"))
+
+
+def test_all_problems_reported_at_once(capsys, tmp_path, task_files, base_models, trained_teacher):
+    """Three independent problems (output folder, teacher, student): one message lists all three,
+    before any model is loaded, and the previous run's files are untouched."""
+    three, _ = tiny_bert(tmp_path / "three_labels", labels=("a", "b", "c"))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "report.json").write_text("{\"keep\": true}")
+    code = main(["run", *base_args(task_files, out, str(tmp_path / "no_such_teacher"), str(tmp_path / "three_labels"))])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert "distiltune: error: 3 problems found before any work" in err
+    items = [line for line in err.splitlines() if line.strip()[:2] in ("1.", "2.", "3.")]
+    assert len(items) == 3 and all("-> fix:" in line for line in items), err
+    assert "already holds files" in items[0] and "could not load the teacher" in items[1]
+    assert "student" in items[2] and "predicts 3 labels but the data has 2" in items[2]
+    assert sorted(os.listdir(out)) == ["report.json"] and (out / "report.json").read_text() == "{\"keep\": true}"
+
+
+def test_too_little_disk_is_refused_before_training(capsys, tmp_path, task_files, base_models, trained_teacher, monkeypatch):
+    import shutil
+
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage._replace(free=1000))
+    code = main(["run", *base_args(task_files, tmp_path / "out", trained_teacher, base_models["student"])])
+    err = capsys.readouterr().err
+    assert code == 2 and "output_dir's disk has 0.00 GB free but this run's checkpoints and models need about" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_runtime_failure_exits_1_with_one_line_and_a_crash_log(capsys, tmp_path, task_files, base_models,
+                                                              trained_teacher, monkeypatch):
+    from distiltune.pipeline import Pipeline
+
+    def broken(self):
+        raise RuntimeError("simulated failure\nsecond line")
+
+    monkeypatch.setattr(Pipeline, "student_init", lambda self, teacher: broken(self))
+    out = tmp_path / "out"
+    code = main(["run", *base_args(task_files, out, trained_teacher, base_models["student"])])
+    err = capsys.readouterr().err
+    lines = [l for l in err.splitlines() if l.startswith("distiltune:")]
+    assert code == 1 and "Traceback" not in err and len(lines) == 1, err
+    assert lines[0].startswith("distiltune: runtime failure: RuntimeError: simulated failure (full traceback in ")
+    logs = [f for f in os.listdir(out / "logs") if f.startswith("crash-")]
+    assert len(logs) == 1 and "Traceback" in (out / "logs" / logs[0]).read_text()
