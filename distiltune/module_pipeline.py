@@ -52,6 +52,9 @@ class ModulePipeline(Pipeline):
     def check_models(self, P: Problems) -> None:
         pass  # factories and saved networks are checked when built/loaded (their label count is the data's)
 
+    def check_terms(self, P: Problems) -> None:
+        pass  # no config.json to build weightless copies from: the trainer checks the terms on the networks
+
     def _args(self, stage: str, **changes):
         # length grouping is for token sequences; tensor inputs all have one size
         if self.cfg.train_sampling_strategy == "group_by_length":

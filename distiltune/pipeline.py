@@ -24,7 +24,7 @@ from .evaluate import Padder, measure_speeds, predict_logits, task_metrics
 from .report import model_card, write_atomic, write_report
 from .deploy import ExportStage
 from .train_data import DistillDataStage
-from .preflight import PreflightStage
+from .preflight import PreflightStage, token_terms_error
 from .stages import StageBook, fingerprint, prepare_output_dir
 from .trainer import DistillationTrainer, EpochTimer, finetune_objective
 
@@ -258,12 +258,7 @@ class Pipeline(PreflightStage, DistillDataStage, ExportStage):
         every = objectives["intermediate"] + objectives["main"]
         self.same_tokenizer = self._same_tokenizer(s_tok, self.teacher_tok)
         if not self.same_tokenizer and needs(every, "token_level"):
-            names = sorted({n for n, _, o in every if needs([(n, None, o)], "token_level")})
-            raise DistilTuneError(
-                f"the teacher and student tokenizers differ, so token-level term(s) {', '.join(names)} would compare "
-                "misaligned token positions",
-                "use sequence-level terms: pool: mean (or cls) on hidden_mse/hidden_cosine, or rkd_distance, rkd_angle, sp; "
-                "or student: from_teacher (shares the teacher's tokenizer)")
+            raise token_terms_error(every)
         self._attn_restore = []
         if needs(every, "reads_attentions"):
             for model in (teacher, student):

@@ -82,6 +82,17 @@ def check_disk(out: str, need: int) -> None:
             f"{need / 1e9:.2f} GB", "free disk space, lower save_total_limit, or point output_dir to a larger disk")
 
 
+def token_terms_error(objective: list[tuple]) -> DistilTuneError:
+    from .objective import needs
+
+    names = sorted({n for n, _, o in objective if needs([(n, None, o)], "token_level")})
+    return DistilTuneError(
+        f"the teacher and student tokenizers differ, so token-level term(s) {', '.join(names)} would compare "
+        "misaligned token positions",
+        "use sequence-level terms: pool: mean (or cls) on hidden_mse/hidden_cosine, or rkd_distance, rkd_angle, sp; "
+        "or student: from_teacher (shares the teacher's tokenizer)")
+
+
 class PreflightStage:
     """Pipeline mixin: the checks ``Pipeline.run`` makes before any weights or training."""
 
@@ -127,6 +138,8 @@ class PreflightStage:
             self.data = load_task_data(self.cfg)
         if self.data is not None:
             self.check_models(P)
+            if not P.found:  # the terms are checked against models that load
+                self.check_terms(P)
         with P.check():
             check_disk(self.out, self.disk_needed())
         P.raise_all()
@@ -150,6 +163,43 @@ class PreflightStage:
                 if (role == "teacher" and cfg.finetune_teacher == "no" and cfg.strategy != "finetune"
                         and head_in_checkpoint(path) is False):
                     raise M.untrained_teacher(name)
+
+    def check_terms(self, P: Problems) -> None:
+        """The objective against the two models before the teacher is fine-tuned or cached: token-level
+        terms against the tokenizers (no weights needed), and layer maps, module paths and head counts
+        against weightless (meta-device) copies of the models built from their config.json."""
+        import torch
+        from transformers import AutoConfig, AutoModelForSequenceClassification
+
+        from . import models as M
+        from .objective import _terms, needs
+
+        cfg = self.cfg
+        if cfg.strategy == "finetune" or not cfg.teacher:
+            return
+        every = cfg.objectives["intermediate"] + cfg.objectives["main"]
+        with P.check():
+            t_tok = M.load_tokenizer(cfg.teacher)
+            s_tok = t_tok if cfg.student == "from_teacher" else M.load_tokenizer(cfg.student)
+            if needs(every, "token_level") and not M.same_tokenizer(s_tok, t_tok):
+                raise token_terms_error(every)
+
+        def weightless(name):
+            conf = AutoConfig.from_pretrained(M.resolve_path(name), **M.label_maps(self.data.label_names))
+            with torch.device("meta"):
+                return AutoModelForSequenceClassification.from_config(conf)
+
+        try:
+            teacher = weightless(cfg.teacher)
+            student = M.build_student(teacher, cfg.student_layers) if cfg.student == "from_teacher" else weightless(cfg.student)
+        except DistilTuneError as e:
+            P.found.append(e)
+            return
+        except Exception:  # an architecture that cannot be built weightless: the trainer checks the terms later
+            return
+        for term in _terms(every):
+            with P.check():
+                term.setup(student, teacher)
 
     def disk_needed(self) -> int:
         """Bytes the run writes at its peak: a stage's checkpoints (weights + two Adam moments each)

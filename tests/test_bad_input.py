@@ -164,6 +164,12 @@ def test_bad_input_one_line_exit_2(name, capsys, tmp_path, task_files, base_mode
     assert "fix" in err or "did you mean" in err or "see `distiltune" in err
     out = tmp_path / "out"
     assert not (out / "student").exists() and not (out / "report.json").exists()
+    if name not in FOUND_LATER:  # found up front: the output folder was not even created
+        assert not out.exists(), sorted(os.listdir(out))
+
+
+# Bad inputs that only show once weights are loaded or a batch runs through the models.
+FOUND_LATER = {"widths differ, no projection"}
 
 
 def test_previous_run_is_refused_and_left_intact(capsys, tmp_path, task_files, base_models, trained_teacher):
