@@ -19,7 +19,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from feature_terms_demo import config, seed_table  # noqa: E402  (same demo config and split)
+from feature_terms_demo import config, run_arms, seed_table  # noqa: E402  (same demo config and split)
 
 from distiltune.cli import _quiet_libraries  # noqa: E402
 from distiltune.pipeline import run_pipeline  # noqa: E402
@@ -47,18 +47,8 @@ def main() -> None:
                         learning_rate=3e-5, num_train_epochs=1, baseline=False, seed=42, max_unlabeled=2000, export=None),
                  resume=os.path.isdir(teacher_run))
     teacher = os.path.join(teacher_run, "student")
-    rows = {}
-    for name, extra in ARMS.items():
-        for seed in args.seeds:
-            out = os.path.join(args.out, f"{name.split()[0].replace('/', '_')}-seed{seed}")
-            cfg = config(out, teacher=teacher, finetune_teacher="no", baseline=False, seed=seed,
-                         max_unlabeled=args.max_unlabeled, num_train_epochs=args.epochs, final_finetune_epochs=0,
-                         export=None, max_test_samples=args.max_test, **extra)
-            started = time.perf_counter()
-            report = run_pipeline(cfg, resume=os.path.isdir(out))
-            rows.setdefault(name, []).append({"seed": seed, "accuracy": report["models"]["student"]["metric"],
-                                              "teacher": report["models"]["teacher"]["metric"],
-                                              "seconds": round(time.perf_counter() - started, 1)})
+    rows = run_arms(ARMS, args, teacher, lambda name: name.split()[0].replace("/", "_"),
+                    export=None, max_test_samples=args.max_test)
     lines, summary = seed_table(rows, "distillation data")
     teacher_acc = next(iter(rows.values()))[0]["teacher"]
     print(f"\nteacher accuracy {teacher_acc:.4f}; seeds {args.seeds}; {args.max_unlabeled} unlabeled rows; "

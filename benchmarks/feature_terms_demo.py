@@ -49,6 +49,24 @@ def seed_table(rows: dict, what: str) -> tuple[list[str], dict]:
     return lines, summary
 
 
+def run_arms(arms: dict, args, teacher: str, slug, **fixed) -> dict:
+    """Distil the student once per (arm, seed) from one teacher on one split; ``arms`` maps a name to
+    its config changes. Finished runs are reused (--resume), so an interrupted study continues."""
+    rows = {}
+    for name, extra in arms.items():
+        for seed in args.seeds:
+            out = os.path.join(args.out, f"{slug(name)}-seed{seed}")
+            cfg = config(out, teacher=teacher, finetune_teacher="no", baseline=False, seed=seed,
+                         max_unlabeled=args.max_unlabeled, num_train_epochs=args.epochs, final_finetune_epochs=0,
+                         **fixed, **extra)
+            started = time.perf_counter()
+            report = run_pipeline(cfg, resume=os.path.isdir(out))
+            rows.setdefault(name, []).append({"seed": seed, "accuracy": report["models"]["student"]["metric"],
+                                              "teacher": report["models"]["teacher"]["metric"],
+                                              "seconds": round(time.perf_counter() - started, 1)})
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
@@ -65,18 +83,7 @@ def main() -> None:
                         max_unlabeled=args.max_unlabeled), resume=os.path.isdir(teacher_run))
     teacher = os.path.join(teacher_run, "student")
     # 2. each objective over the seeds, same data split
-    rows = {}
-    for name, extra in OBJECTIVES.items():
-        for seed in args.seeds:
-            slug = name.split("(")[0].strip(" +").replace(" ", "_")
-            out = os.path.join(args.out, f"{slug}-seed{seed}")
-            cfg = config(out, teacher=teacher, finetune_teacher="no", baseline=False, seed=seed,
-                         max_unlabeled=args.max_unlabeled, num_train_epochs=args.epochs, final_finetune_epochs=0, **extra)
-            started = time.perf_counter()
-            report = run_pipeline(cfg, resume=os.path.isdir(out))
-            rows.setdefault(name, []).append({"seed": seed, "accuracy": report["models"]["student"]["metric"],
-                                              "teacher": report["models"]["teacher"]["metric"],
-                                              "seconds": round(time.perf_counter() - started, 1)})
+    rows = run_arms(OBJECTIVES, args, teacher, lambda name: name.split("(")[0].strip(" +").replace(" ", "_"))
     lines, summary = seed_table(rows, "objective")
     teacher_acc = next(iter(rows.values()))[0]["teacher"]
     print(f"\nteacher accuracy {teacher_acc:.4f}; seeds {args.seeds}; {args.max_unlabeled} unlabeled rows; "
