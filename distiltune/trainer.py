@@ -298,12 +298,19 @@ class DistillationTrainer(Trainer):
                 logs["grad_norm_spike_max"] = round(max(n for _, n, _ in spikes), 6)
             if getattr(self, "skipped_batches", 0):
                 logs["skipped_batches"] = self.skipped_batches
-        if "loss" in logs and self._count:
-            keys = list(self._sums)  # every rank logs at the same step: average the terms over ranks, as "loss" is
-            means = self.accelerator.reduce(torch.stack([torch.as_tensor(self._sums[k]) for k in keys]) / self._count,
-                                            reduction="mean")
-            logs.update({k: round(float(v), 6) for k, v in zip(keys, means.tolist())})
-            logs.update({k: round(v, 6) for k, v in self.current_values().items()})
+        if "loss" in logs:
+            # Every rank logs at the same step: average the terms over ranks, as "loss" is. Every rank
+            # joins the reduction with the same keys (zeros where it skipped every batch), else a rank
+            # that skipped NaN batches would leave the others waiting in it.
+            keys = [f"loss_{key}" for key, *_ in self.objective]
+            local = [torch.as_tensor(self._sums.get(k, 0.0), dtype=torch.float32, device=self.args.device) for k in keys]
+            totals = torch.stack(local + [torch.tensor(float(self._count), device=self.args.device)])
+            if self.args.world_size > 1:
+                totals = self.accelerator.reduce(totals, reduction="sum")
+            values, count = totals[:-1].tolist(), totals[-1].item()
+            if count:
+                logs.update({k: round(v / count, 6) for k, v in zip(keys, values) if k in self._sums})
+                logs.update({k: round(v, 6) for k, v in self.current_values().items()})
             self._sums.clear()
             self._count = 0
         super().log(logs, *args, **kwargs)
