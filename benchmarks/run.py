@@ -6,9 +6,10 @@ epochs, batch size and threads; plus distiltune fine-tuning the student alone.
     python benchmarks/run.py                       # the CPU figures of RESULTS.md
     python benchmarks/run.py --device cuda         # on a GPU (random-weight BERT-base teacher)
 
-Each contender runs in its own process (so its peak RSS is its own) and the timer covers the
-whole job after the models are loaded: tokenising, any teacher pass (distiltune's cached teacher
-logits included) and every epoch. The job: ``alpha * CE + (1 - alpha) * T^2 * KL`` with AdamW.
+Each contender runs in its own process (so its peak RSS is its own), after an untimed short warm-up
+job (so no contender pays for reading the libraries from disk), and the timer covers the whole job
+after the models are loaded: tokenising, any teacher pass (distiltune's cached teacher logits
+included) and every epoch. The job: ``alpha * CE + (1 - alpha) * T^2 * KL`` with AdamW.
 
 - ``plain``: the loop blog posts write: teacher forward under ``no_grad`` every step, every row
   padded to 128 tokens, fp32.
@@ -258,19 +259,26 @@ def worker(name: str, spec: dict) -> dict:
 
 
 # --------------------------------------------------------------------------- orchestration
-def random_bert(work: str, tokenizer: str) -> tuple[str, str]:
-    """Random-weight BERT-base teacher (12x768) and 6x768 student on a real BERT vocabulary (the GPU reference job)."""
+# (hidden, teacher layers, student layers, heads): "tiny" models cost almost nothing to run, so a job
+# on them measures what each contender spends outside the model (data, Python, launches per step).
+SIZES = {"random-bert": (768, 12, 6, 12), "tiny-bert": (64, 2, 1, 2)}
+
+
+def random_bert(work: str, tokenizer: str, size: str = "random-bert") -> tuple[str, str]:
+    """Random-weight BERT-base teacher (12x768) and 6x768 student on a real BERT vocabulary (the GPU
+    reference job), or the tiny pair of the overhead check."""
     import torch
     from transformers import BertConfig, BertForSequenceClassification
 
     from distiltune import models as M
 
     tok = M.load_tokenizer(tokenizer)
+    hidden, t_layers, s_layers, heads = SIZES[size]
     paths = []
-    for name, layers in (("teacher", 12), ("student", 6)):
+    for name, layers in (("teacher", t_layers), ("student", s_layers)):
         torch.manual_seed(0)
-        cfg = BertConfig(vocab_size=len(tok), hidden_size=768, num_hidden_layers=layers, num_attention_heads=12,
-                         intermediate_size=3072, num_labels=2, id2label={0: "negative", 1: "positive"},
+        cfg = BertConfig(vocab_size=len(tok), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                         intermediate_size=4 * hidden, num_labels=2, id2label={0: "negative", 1: "positive"},
                          label2id={"negative": 0, "positive": 1})
         path = os.path.join(work, f"random_bert_{name}")
         BertForSequenceClassification(cfg).save_pretrained(path)
@@ -353,9 +361,10 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer rows and no distill_live: under 5 minutes on 2 CPU cores")
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    ap.add_argument("--models", choices=["demo", "random-bert"], default=None,
+    ap.add_argument("--models", choices=["demo", "random-bert", "tiny-bert"], default=None,
                     help="demo: the demo's MPNet teacher and MiniLM student (default on CPU); random-bert: random-weight "
-                         "BERT-base teacher and 6x768 student (default on GPU, the reference job)")
+                         "BERT-base teacher and 6x768 student (default on GPU, the reference job); tiny-bert: 2x64 "
+                         "teacher, 1x64 student, so the job measures each contender's cost outside the model")
     ap.add_argument("--rows", type=int, default=None, help="training rows (default 1024 on CPU, 8192 on GPU)")
     ap.add_argument("--epochs", type=int, default=None, help="epochs (default 2 on CPU, 3 on GPU)")
     ap.add_argument("--batch-size", type=int, default=32)
@@ -390,16 +399,24 @@ def main(argv=None) -> int:
                 lr=5e-5, temperature=4.0, alpha=0.5, seed=42, threads=args.threads or os.cpu_count(), work=work,
                 teacher="demo:all-mpnet-base-v2", student="demo:all-MiniLM-L6-v2", models=models,
                 distiltune_args=json.loads(args.distiltune_args))
-    if models == "random-bert":
+    if models != "demo":
         from distiltune.models import resolve_path
 
-        spec["teacher"], spec["student"] = random_bert(work, args.tokenizer or resolve_path("demo:all-MiniLM-L6-v2"))
+        spec["teacher"], spec["student"] = random_bert(work, args.tokenizer or resolve_path("demo:all-MiniLM-L6-v2"), models)
     contenders = args.contenders or (QUICK["contenders"] if args.quick else CONTENDERS)
     python = peer_python(args)
     spec_path = os.path.join(work, "spec.json")
     json.dump(spec, open(spec_path, "w"))
     print(f"[bench] {len(contenders)} contenders, {spec['rows']} rows x {spec['epochs']} epochs, batch {spec['batch_size']}, "
           f"{spec['threads']} threads, {args.device}, models {models}; python {python}", flush=True)
+    # A throwaway short job first: the first process to touch torch, CUDA's libraries and transformers
+    # reads them from disk, and that cost must not land on whichever contender happens to run first.
+    warm = {**spec, "rows": min(spec["rows"], 64), "epochs": 1, "work": os.path.join(work, "warmup")}
+    json.dump(warm, open(os.path.join(work, "warmup.json"), "w"))
+    t0 = time.perf_counter()
+    subprocess.run([python, os.path.abspath(__file__), "--worker", "distill", "--spec", os.path.join(work, "warmup.json")],
+                   capture_output=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+    print(f"[bench] warm-up job: {time.perf_counter() - t0:.0f} s (not timed)", flush=True)
     results = {}
     for name in contenders:
         mod = {"textbrewer": "textbrewer", "torchdistill": "torchdistill"}.get(name)

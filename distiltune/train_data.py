@@ -55,7 +55,9 @@ class DistillDataStage:
 
         def predict(rows):
             teacher.to(cfg.device)  # the training device (a GPU when there is one), not where it was loaded
-            return predict_logits(teacher, padder, rows, batch_size=64, bf16=cfg.bf16, desc="teacher logits",
+            # inference keeps no activations for backward: on a GPU, bigger batches fill it
+            return predict_logits(teacher, padder, rows, batch_size=64 if cfg.device.type == "cpu" else 256,
+                                  bf16=cfg.bf16, desc="teacher logits",
                                   prefix=prefix, progress=not cfg.disable_tqdm and len(rows) > 64)
 
         cache = TeacherCache(os.path.join(self.out, "cache", "teacher"), self.teacher_fp, cfg.teacher_cache_topk,

@@ -68,3 +68,24 @@ def test_empty_unlabeled_file_is_refused(tmp_path, task_files):
     with pytest.raises(DistilTuneError, match="unlabeled_file .* is empty"):
         load_task_data(cfg(train_file=task_files["train"], text_column="sentence",
                            unlabeled_file=str(tmp_path / "unl.jsonl")))
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+@pytest.mark.parametrize("multiple", [None, 8])
+@pytest.mark.parametrize("keys", [("input_ids", "attention_mask", "token_type_ids"), ("input_ids", "attention_mask"),
+                                  ("input_ids",), ("input_ids", "attention_mask", "special_tokens_mask")])
+def test_pad_rows_equals_tokenizer_pad(tmp_path, side, multiple, keys):
+    """The fast path pads exactly as the tokenizer does; rows it does not cover go to the tokenizer."""
+    import torch
+
+    from distiltune.data import pad_rows
+
+    tok = make_tokenizer(tmp_path / "tok")
+    tok.padding_side = side
+    enc = tok(list(make_rows(9, seed=3)["sentence"]) + ["w1"], return_special_tokens_mask=True)
+    rows = [{k: enc[k][i] for k in keys} for i in range(len(enc["input_ids"]))]
+    want = dict(tok.pad(rows, return_tensors="pt", pad_to_multiple_of=multiple))
+    got = pad_rows(tok, rows, multiple)
+    assert got.keys() == want.keys()
+    for k in want:
+        assert got[k].dtype == torch.long and torch.equal(got[k], want[k]), k
