@@ -57,3 +57,15 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path):
         assert torch.equal(a, b)
     for k, v in full.terms.state_dict().items():
         assert torch.equal(v, resumed.terms.state_dict()[k])
+
+
+def test_floating_point_ops_equal_the_trainers_count(tmp_path):
+    """The FLOP count logged as total_flos is the Trainer's own formula, with the parameter count read once."""
+    from transformers import Trainer
+
+    teacher, student, tok, ds = setup(tmp_path)
+    tr = trainer(tmp_path, teacher, student, tok, ds, 2)
+    batch = DistillCollator(tok)([ds[i] for i in range(4)])
+    want = Trainer.floating_point_ops(tr, batch)
+    assert want > 0 and tr.floating_point_ops(batch) == want == tr.floating_point_ops(batch)
+    assert tr.floating_point_ops({"labels": batch["labels"]}) == 0
