@@ -136,7 +136,7 @@ def cpu_supports_bf16() -> bool:
     """bf16 autocast on this CPU only when it has bf16 instructions *and* they are faster here:
     with AMX, or on some avx512_bf16 cores, bf16 matmuls beat fp32; on others (measured: an Intel
     Xeon with avx512_bf16 but no AMX) BERT inference ran 2x slower in bf16. So time one
-    transformer-sized matmul both ways (~0.2 s, once per process)."""
+    transformer-sized matmul both ways (~0.3 s, once per process)."""
     try:
         flags = open("/proc/cpuinfo").read()
     except OSError:

