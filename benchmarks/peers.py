@@ -64,9 +64,10 @@ def run_plain(spec, teacher, t_tok, student, s_tok, texts, labels):
     return {"steps": steps}
 
 
-def run_plain_student(spec, teacher, t_tok, student, s_tok, texts, labels):
+def run_plain_student(spec, teacher, t_tok, student, s_tok, texts, labels, on_step=None):
     """Calibration, no teacher: the student alone on hard labels in a bare loop, dynamic padding,
-    bf16 autocast where the device has it (what 'the student's own training speed' means here)."""
+    bf16 autocast where the device has it (what 'the student's own training speed' means here).
+    ``on_step(steps)`` runs after each optimizer step (the profiler's hook); a true result stops."""
     import torch
     from torch.utils.data import DataLoader
     from transformers import DataCollatorWithPadding
@@ -79,7 +80,7 @@ def run_plain_student(spec, teacher, t_tok, student, s_tok, texts, labels):
     rows = [{**{k: enc[k][i] for k in enc}, "labels": labels[i]} for i in range(len(texts))]
     torch.manual_seed(spec["seed"])
     loader = DataLoader(rows, batch_size=spec["batch_size"], shuffle=True, collate_fn=DataCollatorWithPadding(s_tok))
-    opt = torch.optim.AdamW(student.parameters(), lr=spec["lr"], weight_decay=0.0, fused=device == "cuda")
+    opt = torch.optim.AdamW(student.parameters(), lr=spec["lr"], weight_decay=0.0, fused=True)  # as the Trainer uses
     bf16 = device == "cuda" or cpu_supports_bf16()
     steps = 0
     for _ in range(spec["epochs"]):
@@ -91,6 +92,8 @@ def run_plain_student(spec, teacher, t_tok, student, s_tok, texts, labels):
             opt.step()
             opt.zero_grad()
             steps += 1
+            if on_step is not None and on_step(steps):
+                return {"steps": steps}
     return {"steps": steps}
 
 

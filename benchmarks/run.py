@@ -66,7 +66,7 @@ def load_models(spec):
 
 
 # --------------------------------------------------------------------------- contenders (the others: peers.py)
-def run_distiltune(spec, teacher, t_tok, student, s_tok, texts, labels, mode):
+def run_distiltune(spec, teacher, t_tok, student, s_tok, texts, labels, mode, callbacks=()):
     from datasets import Dataset
 
     from distiltune import models as M
@@ -84,6 +84,7 @@ def run_distiltune(spec, teacher, t_tok, student, s_tok, texts, labels, mode):
         output_dir=out, report_to="none", save_strategy="no", disable_tqdm=True,
         use_cpu=spec["device"] == "cpu", **spec.get("distiltune_args", {})), "benchmark")
     p = Pipeline(cfg, overwrite=True)
+    p.extra_callbacks = tuple(callbacks)
     rows = Dataset.from_dict({"text": texts, "labels": labels})
     p.data = TaskData(train=rows, unlabeled=None, validation=rows.select(range(8)), test=rows.select(range(8)),
                       label_names=["negative", "positive"], task_type="classification", metric="accuracy",

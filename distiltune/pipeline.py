@@ -42,6 +42,9 @@ TRAIN_KEYS = ("per_device_train_batch_size", "gradient_accumulation_steps", "see
 
 
 class Pipeline(PreflightStage, DistillDataStage, ExportStage):
+    # TrainerCallbacks added to every training stage (e.g. a profiler or a custom logger)
+    extra_callbacks: tuple = ()
+
     def __init__(self, cfg: DistillConfig, overwrite: bool = False, resume: bool = False, out: str | None = None,
                  defer: bool = False):
         """``defer``: check output_dir with the other inputs in ``run`` (all problems reported at once)
@@ -106,7 +109,7 @@ class Pipeline(PreflightStage, DistillDataStage, ExportStage):
                                   "early_stopping_patience) needs validation rows, but the validation split is empty",
                                   "give validation_file, or a validation_size > 0")
         timer = EpochTimer()
-        callbacks = [timer]
+        callbacks = [timer, *self.extra_callbacks]
         if self.cfg.early_stopping_patience:
             from transformers import EarlyStoppingCallback
 

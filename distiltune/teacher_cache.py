@@ -17,6 +17,7 @@
 """
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import os
@@ -75,13 +76,14 @@ def dense(values: torch.Tensor, indices: torch.Tensor, tail_lse: torch.Tensor, n
     if k >= n:
         return torch.empty(values.shape[0], n, device=values.device).scatter_(1, indices.long(), values.float())
     t = float(temperature)
-    beta = torch.tensor([1.0 / x for x in TAIL_TEMPERATURES], dtype=torch.float64)  # descending
-    b = min(max(1.0 / t, float(beta[-1])), float(beta[0]))
-    j = int(torch.searchsorted(-beta, torch.tensor(-b, dtype=torch.float64)).clamp(1, len(beta) - 1))
-    w = (b - float(beta[j - 1])) / (float(beta[j]) - float(beta[j - 1]))
+    # the grid segment in plain Python: scalars read from tensors would be host syncs on a GPU
+    beta = [1.0 / x for x in TAIL_TEMPERATURES]  # descending
+    b = min(max(1.0 / t, beta[-1]), beta[0])
+    j = min(max(bisect.bisect_left([-x for x in beta], -b), 1), len(beta) - 1)
+    w = (b - beta[j - 1]) / (beta[j] - beta[j - 1])
     lse = tail_lse[:, j - 1].double() * (1 - w) + tail_lse[:, j].double() * w
     if 1.0 / t != b:  # outside the grid: extend the end segment's slope
-        slope = (tail_lse[:, j].double() - tail_lse[:, j - 1].double()) / (float(beta[j]) - float(beta[j - 1]))
+        slope = (tail_lse[:, j].double() - tail_lse[:, j - 1].double()) / (beta[j] - beta[j - 1])
         lse = lse + slope * (1.0 / t - b)
     fill = (t * (lse - np.log(n - k))).float()  # divided by T in the loss: log(mass / (n - k)) per class
     out = fill.reshape(-1, 1).expand(values.shape[0], n).clone()

@@ -76,6 +76,9 @@ class DistillationTrainer(Trainer):
             self.add_callback(_ZeroTermGrads(self.terms))
         # Our loss is already a per-batch mean; stop the Trainer rescaling by token counts.
         self.model_accepts_loss_kwargs = False
+        # compute_loss never returns a non-finite loss (it stops or skips the batch first), so the
+        # Trainer's own NaN/inf filter could never fire; it costs two host syncs a step on a GPU.
+        self.args.logging_nan_inf_filter = False
         self._sums: dict = {}  # term -> running sum (a device tensor: no sync per step)
         self._count = 0
 
@@ -240,15 +243,18 @@ class DistillationTrainer(Trainer):
         active = [key for key, *_ in self.objective if vals[f"weight_{key}"] != 0]
         student_out, teacher_out, batch = self._forward_all(model, inputs, active, vals["temperature"])
         batch["temperature"] = vals["temperature"]
-        loss = student_out.logits.sum() * 0.0
-        values = {}
+        loss, values = None, {}
         for key in active:
             values[key] = self.terms[key](student_out, teacher_out, batch)
-            loss = loss + vals[f"weight_{key}"] * values[key]
-        # One host sync per step for the NaN guard (on a GPU each .item() stalls the launch queue);
-        # the culprit term is looked up only when it fires. Term sums stay on the device until logged.
-        if not torch.isfinite(torch.stack([v.detach().float() for v in values.values()]).sum()):
-            key = next((k for k, v in values.items() if not torch.isfinite(v)), next(iter(values)))
+            part = vals[f"weight_{key}"] * values[key]
+            loss = part if loss is None else loss + part
+        if loss is None:  # every term switched off right now: a zero that still has a graph
+            loss = student_out.logits.sum() * 0.0
+        # One host sync per step for the NaN guard (on a GPU each one stalls the launch queue): a
+        # non-finite term makes the weighted sum non-finite, so the sum alone is tested and the
+        # culprit term is looked up only when it fires. Term sums stay on the device until logged.
+        if not torch.isfinite(loss.detach()):
+            key = next((k for k, v in values.items() if not torch.isfinite(v)), next(iter(values), "loss"))
             return self._non_finite(model, key, student_out, return_outputs)
         self._skipped_in_row = 0
         for key, value in values.items():

@@ -73,6 +73,14 @@ def test_regression_losses_use_mse_and_nan_means_unlabeled():
     labels = torch.tensor([1.5, float("nan"), 2.0])
     assert hard_label_loss(s, labels).item() == pytest.approx(((1 - 1.5) ** 2 + (3 - 2) ** 2) / 2)
     assert kd_loss(s, s + 1, 4.0).item() == pytest.approx(1.0)
+    y = s.clone().requires_grad_()
+    hard_label_loss(y, labels).backward()  # gradient to the labelled rows only
+    assert y.grad.view(-1).tolist() == pytest.approx([2 * (1 - 1.5) / 2, 0.0, 2 * (3 - 2) / 2])
+    z = s.clone().requires_grad_()
+    zero = hard_label_loss(z, torch.full((3,), float("nan")))
+    assert zero.item() == 0.0
+    zero.backward()  # still part of the graph
+    assert torch.all(z.grad == 0)
 
 
 def test_registry_rejects_duplicates_and_suggests_names():

@@ -62,18 +62,19 @@ def logit_mse_per_sample(student_logits, teacher_logits, temperature=None) -> to
 
 def hard_label_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Cross-entropy on labelled rows (label != -100), or MSE for one output column (regression,
-    NaN = unlabeled). A batch with no labelled rows gives an exact zero that still has a graph."""
+    NaN = unlabeled). A batch with no labelled rows gives an exact zero that still has a graph.
+
+    The mean over labelled rows is their sum over their count (at least 1), never a test of
+    "any labelled row?": reading that flag back would stall the host on a GPU at every step."""
     logits = logits.float()
     if logits.shape[-1] == 1:
         labels = labels.float().view(-1)
         keep = torch.isfinite(labels)
-        if not keep.any():
-            return logits.sum() * 0.0
-        return F.mse_loss(logits.view(-1)[keep], labels[keep])
+        err = torch.where(keep, logits.view(-1) - labels.nan_to_num(0.0, 0.0, 0.0), 0.0)
+        return err.pow(2).sum() / keep.sum().clamp(min=1)
     labels = labels.long()
-    if not (labels != IGNORE_INDEX).any():
-        return logits.sum() * 0.0
-    return F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX)
+    total = F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, reduction="sum")
+    return total / (labels != IGNORE_INDEX).sum().clamp(min=1)
 
 
 def teacher_confidence(teacher_logits: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
@@ -85,9 +86,8 @@ def teacher_confidence(teacher_logits: torch.Tensor, labels: torch.Tensor | None
     w = p.max(-1).values
     if labels is not None:
         labels = labels.view(-1).long()
-        known = labels != IGNORE_INDEX
-        if known.any():
-            w = torch.where(known, p.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1), w)
+        known = labels != IGNORE_INDEX  # no `if known.any()`: a host sync per step on a GPU
+        w = torch.where(known, p.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1), w)
     return w.detach()
 
 
