@@ -76,7 +76,7 @@ def dense(values: torch.Tensor, indices: torch.Tensor, tail_lse: torch.Tensor, n
     if k >= n:
         return torch.empty(values.shape[0], n, device=values.device).scatter_(1, indices.long(), values.float())
     t = float(temperature)
-    # the grid segment in plain Python: scalars read from tensors would be host syncs on a GPU
+    # the grid segment in plain Python: no small tensors to build and read back on every step
     beta = [1.0 / x for x in TAIL_TEMPERATURES]  # descending
     b = min(max(1.0 / t, beta[-1]), beta[0])
     j = min(max(bisect.bisect_left([-x for x in beta], -b), 1), len(beta) - 1)
