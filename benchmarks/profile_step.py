@@ -15,7 +15,7 @@ and stops. It prints, per optimizer step:
   GPU each one stalls the host until the device has drained its queue. Counted on a CPU too, where
   it also counts reads of scalars that live on the host anyway (the bare loop's non-fused AdamW
   reads its step counters so);
-- on a GPU, ``kernels`` (device events), ``cuda_waits`` (runtime calls that block the host) and
+- on a GPU, ``kernels`` (device events: kernels, copies and memsets), ``cuda_waits`` (runtime calls that block the host) and
   ``gpu_busy_ms`` (kernel time): ``gpu_busy_ms`` far below ``ms`` means the step is bound by the
   host, not by the device;
 - the operators with the most self CPU time.
@@ -156,6 +156,8 @@ def main(argv=None) -> int:
     ap.add_argument("--tokenizer", default=None, help="as in run.py, for random-bert / tiny-bert")
     ap.add_argument("--distiltune-args", default="{}", help="JSON of extra distiltune config keys")
     args = ap.parse_args(argv)
+    if args.warmup < 1 or args.steps < 1:
+        ap.error("--warmup and --steps must be at least 1")
     sys.path.insert(0, HERE)
     from tv_shim import ensure_torchvision_ops
 

@@ -256,7 +256,12 @@ class DistillConfig(StrategyArguments, ModelArguments, DataArguments, TrainingAr
             self.dataloader_persistent_workers = self.dataloader_num_workers > 0  # no respawn every epoch
         if self.output_dir is None:
             self.output_dir = "runs/distiltune"
+        own_accelerator_config = self.accelerator_config is not None
         super().__post_init__()
+        if not own_accelerator_config and torch.cuda.is_available() and not self.use_cpu:
+            # batches come from pinned memory: a blocking copy to the GPU waits for the device to drain
+            # its queue (a host sync per tensor per step); a non-blocking one does not
+            self.accelerator_config.non_blocking = True
         # Schedule objects are built here so bad list/kind combinations fail at load time.
         self.temperature_sched = self.make_schedule("temperature")
         self.distill_weight_sched = self.make_schedule("distill_weight")

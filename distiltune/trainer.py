@@ -6,6 +6,7 @@ mixed precision and distributed runs are the Trainer's.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import statistics
@@ -76,11 +77,38 @@ class DistillationTrainer(Trainer):
             self.add_callback(_ZeroTermGrads(self.terms))
         # Our loss is already a per-batch mean; stop the Trainer rescaling by token counts.
         self.model_accepts_loss_kwargs = False
-        # compute_loss never returns a non-finite loss (it stops or skips the batch first), so the
-        # Trainer's own NaN/inf filter could never fire; it costs two host syncs a step on a GPU.
-        self.args.logging_nan_inf_filter = False
         self._sums: dict = {}  # term -> running sum (a device tensor: no sync per step)
         self._count = 0
+
+    # ---- the Trainer's NaN/inf filter: off while training, the user's setting elsewhere ----
+    def train(self, *args, **kwargs):
+        # compute_loss never returns a non-finite training loss (it stops or skips the batch first), so
+        # the Trainer's filter on it could never fire, and it costs two host syncs a step on a GPU. It
+        # also drops non-finite batches from eval_loss: evaluation and the saved arguments keep the
+        # user's setting.
+        self._nan_filter = self.args.logging_nan_inf_filter
+        self.args.logging_nan_inf_filter = False
+        try:
+            return super().train(*args, **kwargs)
+        finally:
+            self.args.logging_nan_inf_filter = self._nan_filter
+
+    @contextlib.contextmanager
+    def _users_nan_filter(self):
+        now = self.args.logging_nan_inf_filter
+        self.args.logging_nan_inf_filter = self.__dict__.get("_nan_filter", now)
+        try:
+            yield
+        finally:
+            self.args.logging_nan_inf_filter = now
+
+    def evaluation_loop(self, *args, **kwargs):
+        with self._users_nan_filter():
+            return super().evaluation_loop(*args, **kwargs)
+
+    def _save(self, *args, **kwargs):
+        with self._users_nan_filter():  # training_args.bin holds what the user set
+            return super()._save(*args, **kwargs)
 
     # ---- terms: bind to the models, size projections on one sample batch ----
     def _has_cache(self) -> bool:
@@ -243,18 +271,19 @@ class DistillationTrainer(Trainer):
         active = [key for key, *_ in self.objective if vals[f"weight_{key}"] != 0]
         student_out, teacher_out, batch = self._forward_all(model, inputs, active, vals["temperature"])
         batch["temperature"] = vals["temperature"]
-        loss, values = None, {}
+        # starts from a zero of the logits: the head stays in the graph (its gradient 0, not None) when
+        # every term reads only features, as DDP without find_unused_parameters needs
+        loss = student_out.logits.sum() * 0.0
+        values = {}
         for key in active:
             values[key] = self.terms[key](student_out, teacher_out, batch)
-            part = vals[f"weight_{key}"] * values[key]
-            loss = part if loss is None else loss + part
-        if loss is None:  # every term switched off right now: a zero that still has a graph
-            loss = student_out.logits.sum() * 0.0
+            loss = loss + vals[f"weight_{key}"] * values[key]
         # One host sync per step for the NaN guard (on a GPU each one stalls the launch queue): a
         # non-finite term makes the weighted sum non-finite, so the sum alone is tested and the
         # culprit term is looked up only when it fires. Term sums stay on the device until logged.
         if not torch.isfinite(loss.detach()):
-            key = next((k for k, v in values.items() if not torch.isfinite(v)), next(iter(values), "loss"))
+            # each term finite but their weighted sum overflowed: name the sum
+            key = next((k for k, v in values.items() if not torch.isfinite(v)), f"{' + '.join(values) or 'loss'} (weighted sum)")
             return self._non_finite(model, key, student_out, return_outputs)
         self._skipped_in_row = 0
         for key, value in values.items():

@@ -92,4 +92,7 @@ def test_one_read_back_per_training_step(tmp_path, case):
     models = per_forward + (forward_read_backs(teacher, inputs) if live else 0)
     trainer.train()
     assert counter.counts == [models + 1] * 4
+    # the Trainer's NaN/inf filter (two syncs a step) was off for training only: the user's setting is back,
+    # for evaluation, where it drops non-finite batches from eval_loss
+    assert trainer.args.logging_nan_inf_filter is True
     assert all(np.isfinite(h["loss"]) for h in trainer.state.log_history if "loss" in h)

@@ -69,3 +69,19 @@ def test_floating_point_ops_equal_the_trainers_count(tmp_path):
     want = Trainer.floating_point_ops(tr, batch)
     assert want > 0 and tr.floating_point_ops(batch) == want == tr.floating_point_ops(batch)
     assert tr.floating_point_ops({"labels": batch["labels"]}) == 0
+
+
+def test_feature_only_objective_keeps_every_student_parameter_in_the_graph(tmp_path):
+    """With only feature terms the head is not read by the loss; it must still get a (zero) gradient,
+    not None: DDP without find_unused_parameters fails on parameters that take no part in backward."""
+    teacher, student, tok, ds = setup(tmp_path)
+    args = TrainingArguments(output_dir=str(tmp_path / "f"), use_cpu=True, report_to="none", remove_unused_columns=False,
+                             max_steps=1, per_device_train_batch_size=8, save_strategy="no", disable_tqdm=True)
+    tr = DistillationTrainer(model=student, args=args, train_dataset=ds, data_collator=DistillCollator(tok),
+                             teacher=teacher, objective=[("hidden_mse", 1.0, {"layers": "uniform"})])
+    batch = tr._prepare_inputs(DistillCollator(tok)([ds[i] for i in range(8)]))
+    tr.model.train()
+    tr.compute_loss(tr.model, batch).backward()
+    missing = [n for n, p in tr.model.named_parameters() if p.requires_grad and p.grad is None]
+    assert missing == []
+    assert torch.all(tr.model.classifier.weight.grad == 0)
