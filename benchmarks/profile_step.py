@@ -13,8 +13,8 @@ and stops. It prints, per optimizer step:
 - ``leaf_ops``: aten operators that call no other (on a GPU, roughly one kernel launch each);
 - ``syncs``: ``.item()`` / ``bool(tensor)`` calls from Python (``aten::_local_scalar_dense``): on a
   GPU each one stalls the host until the device has drained its queue. Counted on a CPU too, where
-  it also counts reads of scalars that live on the host anyway (the bare loop's non-fused AdamW
-  reads its step counters so);
+  it also counts reads of scalars that live on the host anyway (a non-fused AdamW reads its step
+  counters so);
 - on a GPU, ``kernels`` (device events: kernels, copies and memsets), ``cuda_waits`` (runtime calls that block the host) and
   ``gpu_busy_ms`` (kernel time): ``gpu_busy_ms`` far below ``ms`` means the step is bound by the
   host, not by the device;
@@ -158,6 +158,12 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.warmup < 1 or args.steps < 1:
         ap.error("--warmup and --steps must be at least 1")
+    try:
+        extra = json.loads(args.distiltune_args)
+    except json.JSONDecodeError as e:
+        ap.error(f"--distiltune-args is not JSON ({e.msg}); give an object, e.g. '{{\"torch_compile\": true}}'")
+    if not isinstance(extra, dict):
+        ap.error("--distiltune-args must be a JSON object, e.g. '{\"torch_compile\": true}'")
     sys.path.insert(0, HERE)
     from tv_shim import ensure_torchvision_ops
 
@@ -173,7 +179,7 @@ def main(argv=None) -> int:
     spec = dict(device=args.device, rows=args.rows or need, epochs=1, batch_size=args.batch_size, lr=5e-5,
                 temperature=4.0, alpha=0.5, seed=42, threads=args.threads or os.cpu_count(), work=work,
                 teacher="demo:all-mpnet-base-v2", student="demo:all-MiniLM-L6-v2", models=models,
-                distiltune_args=json.loads(args.distiltune_args))
+                distiltune_args=extra)
     if models != "demo":
         from distiltune.models import resolve_path
 
