@@ -158,12 +158,6 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.warmup < 1 or args.steps < 1:
         ap.error("--warmup and --steps must be at least 1")
-    try:
-        extra = json.loads(args.distiltune_args)
-    except json.JSONDecodeError as e:
-        ap.error(f"--distiltune-args is not JSON ({e.msg}); give an object, e.g. '{{\"torch_compile\": true}}'")
-    if not isinstance(extra, dict):
-        ap.error("--distiltune-args must be a JSON object, e.g. '{\"torch_compile\": true}'")
     sys.path.insert(0, HERE)
     from tv_shim import ensure_torchvision_ops
 
@@ -172,6 +166,8 @@ def main(argv=None) -> int:
 
     warnings.filterwarnings("ignore")
     import run
+
+    extra = run.distiltune_args(ap, args.distiltune_args)
 
     models = args.models or ("random-bert" if args.device == "cuda" else "demo")
     work = tempfile.mkdtemp(prefix="distiltune-profile-")

@@ -230,6 +230,24 @@ def table(results: dict, spec: dict) -> str:
     return "\n".join(lines)
 
 
+def distiltune_args(ap: argparse.ArgumentParser, text: str) -> dict:
+    """``--distiltune-args`` as a dict; anything else is one usage line and exit 2 (``ap.error``)."""
+    try:
+        extra = json.loads(text)
+    except json.JSONDecodeError as e:
+        ap.error(f"--distiltune-args is not JSON ({e.msg}); give an object, e.g. '{{\"torch_compile\": true}}'")
+    if not isinstance(extra, dict):
+        ap.error("--distiltune-args must be a JSON object, e.g. '{\"torch_compile\": true}'")
+    from distiltune.config_io import check_keys
+    from distiltune.errors import DistilTuneError
+
+    try:  # here, not in each contender's process after the warm-up job
+        check_keys(extra, "--distiltune-args")
+    except DistilTuneError as e:
+        ap.error(str(e))
+    return extra
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer rows and no distill_live: under 5 minutes on 2 CPU cores")
@@ -257,6 +275,7 @@ def main(argv=None) -> int:
 
     # transformers and torchdistill import torchvision; the orchestrator too builds models (random-bert)
     ensure_torchvision_ops()
+    extra = distiltune_args(ap, args.distiltune_args)
     if args.worker:
         import warnings
 
@@ -272,7 +291,7 @@ def main(argv=None) -> int:
                 epochs=args.epochs or (QUICK["epochs"] if args.quick else 3 if gpu else 2), batch_size=args.batch_size,
                 lr=5e-5, temperature=4.0, alpha=0.5, seed=42, threads=args.threads or os.cpu_count(), work=work,
                 teacher="demo:all-mpnet-base-v2", student="demo:all-MiniLM-L6-v2", models=models,
-                distiltune_args=json.loads(args.distiltune_args))
+                distiltune_args=extra)
     if models != "demo":
         from distiltune.models import resolve_path
 
