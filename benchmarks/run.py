@@ -223,11 +223,16 @@ def table(results: dict, spec: dict) -> str:
         if "skipped" in r:
             lines.append(f"| {name} | skipped: {r['skipped']} |")
             continue
-        x = f"{ref / r['samples_per_s']:.2f}x slower" if ref and name != "distill" else "-"
+        x = "-" if not ref or name == "distill" else vs_distill(ref / r["samples_per_s"])
         epochs = ", ".join(f"{s:.1f}" for s in r.get("epoch_seconds", [])) or "-"
         row = f"| {name} | {r['seconds']:.1f} | {r['samples_per_s']:.1f} | {x} | {epochs} | {r['peak_rss_mb']:.0f}"
         lines.append(row + (f" | {r.get('cuda_peak_mb', 0):.0f} |" if spec["device"] == "cuda" else " |"))
     return "\n".join(lines)
+
+
+def vs_distill(slower: float) -> str:
+    """How a contender compares with distiltune's distil run, from how many times slower it is."""
+    return f"{slower:.2f}x slower" if slower >= 1 else f"{1 / slower:.2f}x faster"
 
 
 def distiltune_args(ap: argparse.ArgumentParser, text: str) -> dict:
