@@ -85,3 +85,24 @@ def test_feature_only_objective_keeps_every_student_parameter_in_the_graph(tmp_p
     missing = [n for n, p in tr.model.named_parameters() if p.requires_grad and p.grad is None]
     assert missing == []
     assert torch.all(tr.model.classifier.weight.grad == 0)
+
+
+def test_nan_filter_is_off_for_training_steps_and_the_users_for_evaluation_and_saving(tmp_path):
+    """The Trainer's NaN/inf filter costs two host syncs a training step and can never fire there (the
+    guard acts first); evaluation, where it drops non-finite batches from eval_loss, and the saved
+    training_args.bin keep what the user set."""
+    teacher, student, tok, ds = setup(tmp_path)
+    args = TrainingArguments(output_dir=str(tmp_path / "n"), use_cpu=True, report_to="none", remove_unused_columns=False,
+                             max_steps=4, per_device_train_batch_size=8, eval_strategy="steps", eval_steps=2,
+                             save_strategy="steps", save_steps=2, disable_tqdm=True)
+    tr = DistillationTrainer(model=student, args=args, train_dataset=ds, eval_dataset=ds.select(range(8)),
+                             data_collator=DistillCollator(tok), teacher=teacher, objective=[("ce", 1.0)])
+    seen = {"step": [], "eval": []}
+    step, predict = tr.training_step, tr.prediction_step
+    tr.training_step = lambda *a, **k: (seen["step"].append(tr.args.logging_nan_inf_filter), step(*a, **k))[1]
+    tr.prediction_step = lambda *a, **k: (seen["eval"].append(tr.args.logging_nan_inf_filter), predict(*a, **k))[1]
+    tr.train()
+    assert seen["step"] == [False] * 4
+    assert seen["eval"] == [True] * 2  # one eval batch at steps 2 and 4, inside training
+    saved = torch.load(tmp_path / "n" / "checkpoint-4" / "training_args.bin", weights_only=False)
+    assert saved.logging_nan_inf_filter is True and tr.args.logging_nan_inf_filter is True
