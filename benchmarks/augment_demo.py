@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from feature_terms_demo import config, run_arms, seed_table  # noqa: E402  (same demo config and split)
 
 from distiltune.cli import _quiet_libraries  # noqa: E402
-from distiltune.pipeline import run_pipeline  # noqa: E402
+from distiltune.pipeline.run import run_pipeline  # noqa: E402
 
 ARMS = {
     "no augmentation": {},

@@ -18,8 +18,8 @@ import statistics
 import time
 
 from distiltune.cli import DEMO_CONFIG, _quiet_libraries
-from distiltune.config_io import build_config, read_yaml
-from distiltune.pipeline import run_pipeline
+from distiltune.config.io import build_config, read_yaml
+from distiltune.pipeline.run import run_pipeline
 
 OBJECTIVES = {
     "logits only (ce + kd)": {},

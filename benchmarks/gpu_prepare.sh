@@ -15,7 +15,7 @@ py=${PYTHON:-.venv/bin/python}
   datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19 torchdistill==1.1.5 scattertext==0.2.2
 "$py" -m pip wheel -q --no-deps -w .whl textbrewer==0.2.1.post1   # sdist only on PyPI; pure Python
 "$py" - <<'EOF'
-from distiltune.models import load_tokenizer
+from distiltune.models.hf import load_tokenizer
 load_tokenizer("demo:all-MiniLM-L6-v2").save_pretrained(".bench_assets/tokenizer")
 EOF
 du -sh .whl .bench_assets

@@ -72,7 +72,7 @@ def run_plain_student(spec, teacher, t_tok, student, s_tok, texts, labels, on_st
     from torch.utils.data import DataLoader
     from transformers import DataCollatorWithPadding
 
-    from distiltune.config import cpu_supports_bf16
+    from distiltune.config.schema import cpu_supports_bf16
 
     device = spec["device"]
     student.to(device).train()

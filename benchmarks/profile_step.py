@@ -177,7 +177,7 @@ def main(argv=None) -> int:
                 teacher="demo:all-mpnet-base-v2", student="demo:all-MiniLM-L6-v2", models=models,
                 distiltune_args=extra)
     if models != "demo":
-        from distiltune.models import resolve_path
+        from distiltune.models.hf import resolve_path
 
         spec["teacher"], spec["student"] = run.random_bert(work, args.tokenizer or resolve_path("demo:all-MiniLM-L6-v2"),
                                                            models)

@@ -55,7 +55,7 @@ def load_rows(spec):
 def load_models(spec):
     import torch
 
-    from distiltune import models as M
+    from distiltune.models import hf as M
 
     names = ["negative", "positive"]
     teacher, _ = M.load_classifier(spec["teacher"], names, "teacher")
@@ -69,11 +69,11 @@ def load_models(spec):
 def run_distiltune(spec, teacher, t_tok, student, s_tok, texts, labels, mode, callbacks=()):
     from datasets import Dataset
 
-    from distiltune import models as M
-    from distiltune.config_io import build_config
-    from distiltune.data import TaskData
-    from distiltune.pipeline import Pipeline
-    from distiltune.trainer import finetune_objective
+    from distiltune.models import hf as M
+    from distiltune.config.io import build_config
+    from distiltune.data.load import TaskData
+    from distiltune.pipeline.run import Pipeline
+    from distiltune.training.trainer import finetune_objective
 
     out = os.path.join(spec["work"], f"distiltune_{mode}")
     cfg = build_config(dict(
@@ -143,7 +143,7 @@ def random_bert(work: str, tokenizer: str, size: str = "random-bert") -> tuple[s
     import torch
     from transformers import BertConfig, BertForSequenceClassification
 
-    from distiltune import models as M
+    from distiltune.models import hf as M
 
     tok = M.load_tokenizer(tokenizer)
     hidden, t_layers, s_layers, heads = SIZES[size]
@@ -243,7 +243,7 @@ def distiltune_args(ap: argparse.ArgumentParser, text: str) -> dict:
         ap.error(f"--distiltune-args is not JSON ({e.msg}); give an object, e.g. '{{\"torch_compile\": true}}'")
     if not isinstance(extra, dict):
         ap.error("--distiltune-args must be a JSON object, e.g. '{\"torch_compile\": true}'")
-    from distiltune.config_io import check_keys
+    from distiltune.config.io import check_keys
     from distiltune.errors import DistilTuneError
 
     try:  # here, not in each contender's process after the warm-up job
@@ -298,7 +298,7 @@ def main(argv=None) -> int:
                 teacher="demo:all-mpnet-base-v2", student="demo:all-MiniLM-L6-v2", models=models,
                 distiltune_args=extra)
     if models != "demo":
-        from distiltune.models import resolve_path
+        from distiltune.models.hf import resolve_path
 
         spec["teacher"], spec["student"] = random_bert(work, args.tokenizer or resolve_path("demo:all-MiniLM-L6-v2"), models)
     contenders = args.contenders or (QUICK["contenders"] if args.quick else CONTENDERS)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from distiltune.losses.logits import kd_loss
-from distiltune.teacher_cache import compress, dense
+from distiltune.data.teacher_cache import compress, dense
 
 
 def logits(rows: int, n: int, seed: int, zipf: float) -> tuple[torch.Tensor, torch.Tensor]:

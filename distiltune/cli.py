@@ -29,10 +29,10 @@ def _quiet_libraries():
 
 
 def _train_command(cmd: str, argv: list[str]) -> int:
-    from .config_io import parse_config
-    from .export import ExportCheckFailed
-    from .pipeline import run_pipeline
-    from .report import summary_table
+    from .config.io import parse_config
+    from .export.onnx import ExportCheckFailed
+    from .pipeline.run import run_pipeline
+    from .report.build import summary_table
 
     if cmd == "demo" and "--config" not in argv:
         argv = ["--config", DEMO_CONFIG] + argv
@@ -55,8 +55,8 @@ def _train_command(cmd: str, argv: list[str]) -> int:
 
 
 def _evaluate(argv: list[str]) -> int:
-    from .config_io import parse_config
-    from .pipeline import evaluate_models
+    from .config.io import parse_config
+    from .pipeline.run import evaluate_models
 
     pre = argparse.ArgumentParser(prog="distiltune evaluate", add_help=False)
     pre.add_argument("--model", action="append", default=[], help="Model folder to evaluate (repeatable).")
@@ -68,7 +68,7 @@ def _evaluate(argv: list[str]) -> int:
     if not known.model and not cfg.teacher:
         raise DistilTuneError("nothing to evaluate", "pass --model <model folder> (and/or --teacher <folder>)")
     report = evaluate_models(cfg, known.model, overwrite=flags.overwrite, resume=flags.resume)
-    from .report import summary_table
+    from .report.build import summary_table
 
     print(summary_table(report))
     print(f"[distiltune] report: {os.path.join(cfg.output_dir, 'evaluation', 'report.md')}")
@@ -83,8 +83,8 @@ class _Args(argparse.ArgumentParser):
 
 
 def _compare(argv: list[str]) -> int:
-    from .compare import STRATEGIES, compare
-    from .config_io import parse_config
+    from .commands.compare import STRATEGIES, compare
+    from .config.io import parse_config
 
     pre = _Args(prog="distiltune compare", add_help=False, allow_abbrev=False)  # --seed is a config flag
     pre.add_argument("--seeds", type=int, help="Seeds per strategy: seed, seed+1, ... (default 3; 1 with --quick).")
@@ -110,7 +110,7 @@ def _compare(argv: list[str]) -> int:
 def _advise(argv: list[str]) -> int:
     import json
 
-    from .advise import advice_text, advise
+    from .commands.advise import advice_text, advise
 
     p = _Args(prog="distiltune advise", description="Measure the teacher and smaller student shapes here; recommend a "
               "shape and a strategy (finetune, distill, distill_finetune) for your budget.")
@@ -129,9 +129,9 @@ def _advise(argv: list[str]) -> int:
 
 
 def _export(argv: list[str]) -> int:
-    from .export import ExportCheckFailed
-    from .deploy import export_model
-    from .report import summary_table
+    from .export.onnx import ExportCheckFailed
+    from .pipeline.export_stage import export_model
+    from .report.build import summary_table
 
     p = _Args(prog="distiltune export", description="Export a trained model folder to ONNX (and int8), then re-check "
               "it on the task's test split: metric, agreement with the PyTorch model, latency.")
@@ -163,7 +163,7 @@ def _export(argv: list[str]) -> int:
 
 
 def _predict(argv: list[str]) -> int:
-    from .onnx_predict import META_FILE, main as predict_main
+    from .export.predict import META_FILE, main as predict_main
 
     pre = _Args(prog="distiltune predict", add_help=False)
     pre.add_argument("--model", required="-h" not in argv and "--help" not in argv)
@@ -182,7 +182,7 @@ def _predict(argv: list[str]) -> int:
 
 def _losses() -> int:
     from .losses import LOSSES
-    from .presets import PRESETS
+    from .losses.presets import PRESETS
 
     print("loss terms (losses: [name, name:weight, {name: ..., weight: ..., <options>}]):")
     for name in LOSSES.names():
@@ -243,7 +243,7 @@ def _runtime_line(e: Exception) -> str:
     import traceback
 
     first = (str(e).strip().splitlines() or [""])[0][:300]
-    out = getattr(sys.modules.get("distiltune.config_io"), "last_output_dir", None)
+    out = getattr(sys.modules.get("distiltune.config.io"), "last_output_dir", None)
     folder = os.path.join(out, "logs") if out and os.path.isdir(out) else None
     try:
         import tempfile

@@ -7,7 +7,7 @@ import pytest
 import torch
 from datasets import Dataset
 
-from distiltune import augment as A
+from distiltune.data import augment as A
 from distiltune.errors import DistilTuneError
 
 
@@ -85,15 +85,15 @@ def test_augmented_rows_are_distilled_and_their_teacher_logits_cached(tmp_path, 
     ({"augment": ["mask"], "augment_prob": 0.0}, r"augment_prob=0.0 must be in \(0, 1\]"),
 ])
 def test_bad_augmentation_settings(values, message):
-    from distiltune.config import DistillConfig
+    from distiltune.config.schema import DistillConfig
 
     with pytest.raises(ValueError, match=message):
         DistillConfig(output_dir="x", **values)
 
 
 def test_unlabeled_text_file_one_text_per_line(tmp_path, task_files):
-    from distiltune.config_io import build_config
-    from distiltune.data import load_task_data
+    from distiltune.config.io import build_config
+    from distiltune.data.load import load_task_data
 
     path = tmp_path / "more.txt"
     path.write_text("w1 good2 w3\n\n  w4 bad5  \nw6 w7\n")

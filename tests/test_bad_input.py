@@ -198,9 +198,9 @@ def test_nan_mid_training_keeps_last_good_checkpoint(tmp_path, base_models):
     from datasets import Dataset
 
     from distiltune import DistillationTrainer, DistillConfig, NonFiniteLossError, Schedule
-    from distiltune.data import DistillCollator, tokenize
+    from distiltune.data.collate import DistillCollator, tokenize
     from distiltune.losses import LOSSES, LossTerm, register_loss
-    from distiltune.models import load_classifier, load_tokenizer
+    from distiltune.models.hf import load_classifier, load_tokenizer
 
     if "nan_after_3" not in LOSSES:
         @register_loss("nan_after_3")
@@ -257,7 +257,7 @@ def test_too_little_disk_is_refused_before_training(capsys, tmp_path, task_files
 
 def test_runtime_failure_exits_1_with_one_line_and_a_crash_log(capsys, tmp_path, task_files, base_models,
                                                               trained_teacher, monkeypatch):
-    from distiltune.pipeline import Pipeline
+    from distiltune.pipeline.run import Pipeline
 
     def broken(self):
         raise RuntimeError("simulated failure\nsecond line")

@@ -5,7 +5,7 @@ import numpy as np
 import torch._dynamo.utils as DU
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from distiltune import models as M
+from distiltune.models import hf as M
 from test_teacher_cache import _losses, _pipeline
 
 

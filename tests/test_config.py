@@ -1,7 +1,7 @@
 import pytest
 import yaml
 
-from distiltune.config_io import build_config, parse_config, read_yaml, save_config
+from distiltune.config.io import build_config, parse_config, read_yaml, save_config
 from distiltune.errors import DistilTuneError
 
 

@@ -28,9 +28,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from distiltune import cli
-from distiltune.augment import METHODS
-from distiltune.config import DistillConfig
-from distiltune.config_io import build_config, field_names, parse_config, read_yaml
+from distiltune.data.augment import METHODS
+from distiltune.config.schema import DistillConfig
+from distiltune.config.io import build_config, field_names, parse_config, read_yaml
 from distiltune.errors import DistilTuneError
 from distiltune.losses import LOSSES
 
@@ -205,7 +205,7 @@ def test_cli_prints_one_error_line_never_a_traceback(workdir, data, quick):
     data = {**data, "losses": [POISON]}  # always invalid: no example can start a real run
     argv = ["run", "--config", _write(workdir, data), "--output_dir", str(workdir / "cli_out")] + ["--quick"] * quick
     err, out = io.StringIO(), io.StringIO()
-    with mock.patch("distiltune.pipeline.run_pipeline", side_effect=AssertionError("a valid config reached run_pipeline")), \
+    with mock.patch("distiltune.pipeline.run.run_pipeline", side_effect=AssertionError("a valid config reached run_pipeline")), \
             mock.patch("tempfile.tempdir", str(workdir)), _sandbox(workdir, err), contextlib.redirect_stdout(out):
         try:
             code = cli.main(argv)
@@ -220,7 +220,7 @@ def test_cli_prints_one_error_line_never_a_traceback(workdir, data, quick):
 # The checker is config_io's (documented leniency: finetune_teacher/export accept YAML's bare yes/no; losses
 # entries may be mappings; layer_map may be explicit pairs); these tests check every path that builds a config
 # applies it, whatever hypothesis throws at it.
-from distiltune.config_io import LENIENT, _conforms  # noqa: E402  (next to the tests that use it)
+from distiltune.config.io import LENIENT, _conforms  # noqa: E402  (next to the tests that use it)
 
 
 def _ill_typed(values: dict) -> dict:
@@ -232,7 +232,7 @@ def _ill_typed(values: dict) -> dict:
 @given(data=configs)
 def test_an_accepted_config_holds_the_declared_types(workdir, data):
     path = _write(workdir, data)
-    with mock.patch("distiltune.config_io.build_config", wraps=build_config) as spy:
+    with mock.patch("distiltune.config.io.build_config", wraps=build_config) as spy:
         cfg = _config_or_clean_error(workdir, lambda: parse_config(["--config", path], "run"))
     if isinstance(cfg, DistillConfig):  # the values after the YAML's '3e-5' and the flag parser's 'yes' conversions
         handed = spy.call_args.args[0]
@@ -294,7 +294,7 @@ def test_known_bad_config_exits_2_on_the_command_line(workdir, data):
     """Bad input is exit 2 with one 'distiltune: error:' line, not exit 1 'runtime failure' with a crash log."""
     argv = ["run", "--config", _write(workdir, {**data, "losses": [POISON]}), "--output_dir", str(workdir / "cli_out")]
     err = io.StringIO()
-    with mock.patch("distiltune.pipeline.run_pipeline", side_effect=AssertionError("a valid config reached run_pipeline")), \
+    with mock.patch("distiltune.pipeline.run.run_pipeline", side_effect=AssertionError("a valid config reached run_pipeline")), \
             mock.patch("tempfile.tempdir", str(workdir)), _sandbox(workdir, err), contextlib.redirect_stdout(io.StringIO()):
         code = cli.main(argv)
     assert code == 2 and err.getvalue().startswith("distiltune: error:"), (code, err.getvalue())

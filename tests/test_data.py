@@ -2,10 +2,11 @@
 import pandas as pd
 import pytest
 
-from distiltune.config_io import build_config
-from distiltune.data import DistillCollator, load_task_data, tokenize
+from distiltune.config.io import build_config
+from distiltune.data.collate import DistillCollator, tokenize
+from distiltune.data.load import load_task_data
 from distiltune.errors import DistilTuneError
-from distiltune.losses import IGNORE_INDEX
+from distiltune.constants import IGNORE_INDEX
 
 from conftest import make_rows, make_tokenizer
 
@@ -78,7 +79,7 @@ def test_pad_rows_equals_tokenizer_pad(tmp_path, side, multiple, keys):
     """The fast path pads exactly as the tokenizer does; rows it does not cover go to the tokenizer."""
     import torch
 
-    from distiltune.data import pad_rows
+    from distiltune.data.collate import pad_rows
 
     tok = make_tokenizer(tmp_path / "tok")
     tok.padding_side = side

@@ -9,7 +9,7 @@ pytestmark = [pytest.mark.slow,
 
 def test_demo_assets_load_and_student_builds_from_mpnet():
     from distiltune.assets import load_rotten_tomatoes
-    from distiltune.models import build_student, count_params, load_classifier
+    from distiltune.models.hf import build_student, count_params, load_classifier
 
     df = load_rotten_tomatoes()
     assert len(df) == 12752 and 0.57 < df.label.mean() < 0.59

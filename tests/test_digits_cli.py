@@ -31,7 +31,7 @@ def test_cnn_student_distilled_through_the_cli(digits_runs):
 def test_saved_network_reloads_and_projection_is_not_in_it(digits_runs):
     from safetensors import safe_open
 
-    from distiltune.modules import load_module
+    from distiltune.models.factories import load_module
 
     student_dir = digits_runs / "distill" / "student"
     with safe_open(str(student_dir / "model.safetensors"), "pt") as f:
@@ -90,7 +90,7 @@ def test_cnn_student_exports_to_onnx_and_static_int8(digits_runs, tmp_path, caps
     capsys.readouterr()
     assert main(["predict", "--model", str(out), "--input-file", str(tmp_path / "x.npy"), "--json"]) == 0
     got = [json.loads(line)["label"] for line in capsys.readouterr().out.splitlines()]
-    from distiltune.modules import load_module
+    from distiltune.models.factories import load_module
 
     import torch
 
@@ -102,7 +102,7 @@ def test_cnn_student_exports_to_onnx_and_static_int8(digits_runs, tmp_path, caps
 
 def test_op_onnx_cannot_express_is_named(tmp_path, capsys):
     """A network using an op with no ONNX translation: one line naming the op and the way out."""
-    from distiltune.modules import build_module, save_module
+    from distiltune.models.factories import build_module, save_module
 
     (tmp_path / "eig.py").write_text(
         "import torch\n"

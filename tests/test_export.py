@@ -74,7 +74,7 @@ def test_predict_command_and_standalone_script_agree_with_pytorch(exported, trai
 
 
 def test_bundled_tokenizer_encodes_as_the_training_tokenizer(exported, trained_teacher):
-    from distiltune.onnx_predict import ExportedModel
+    from distiltune.export.predict import ExportedModel
 
     mine = ExportedModel(str(exported)).encode(TEXTS)
     ref = AutoTokenizer.from_pretrained(trained_teacher)(TEXTS, padding=True, truncation=True, max_length=128,

@@ -3,8 +3,8 @@ import pytest
 import torch
 from torch import nn
 
-from distiltune import features as FT
-from distiltune import layer_map
+from distiltune.models import features as FT
+from distiltune.models import layer_map
 from distiltune.errors import DistilTuneError
 from distiltune.losses import build_term, teacher_confidence
 
@@ -154,7 +154,7 @@ def test_uniform_map_for_any_depths():
 
 
 def test_config_level_checks_of_loss_entries():
-    from distiltune.config import DistillConfig
+    from distiltune.config.schema import DistillConfig
 
     assert DistillConfig(losses="hidden_mse:0.5", report_to="none").objectives["main"][-1][0] == "hidden_mse"
     for bad, match in (({"losses": ["hidden_mse:nan"]}, "must be a number >= 0"),

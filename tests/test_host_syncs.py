@@ -11,11 +11,11 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from transformers import TrainerCallback, TrainingArguments
 
 from conftest import make_rows, tiny_bert
-from distiltune import teacher_cache as TC
-from distiltune.data import DistillCollator, tokenize
-from distiltune.losses import IGNORE_INDEX
+from distiltune.data import teacher_cache as TC
+from distiltune.data.collate import DistillCollator, tokenize
+from distiltune.constants import IGNORE_INDEX
 from distiltune.schedules import Schedule
-from distiltune.trainer import DistillationTrainer
+from distiltune.training.trainer import DistillationTrainer
 
 
 class ReadBacks(TorchDispatchMode):

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from transformers import BertConfig, BertForSequenceClassification
 
-from distiltune import features as FT
+from distiltune.models import features as FT
 from distiltune.errors import DistilTuneError
 from distiltune.losses import LOSSES, build_term
 

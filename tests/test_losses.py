@@ -5,7 +5,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from distiltune.losses import IGNORE_INDEX, LOSSES, hard_label_loss, kd_loss, register_loss
+from distiltune.constants import IGNORE_INDEX
+from distiltune.losses import LOSSES, kd_loss, register_loss
+from distiltune.models.task_loss import hard_label_loss
 from distiltune.registry import Registry
 
 

@@ -4,7 +4,7 @@ from transformers import (BertConfig, BertForSequenceClassification, DistilBertC
                           MPNetForSequenceClassification, RobertaConfig, RobertaForSequenceClassification)
 
 from distiltune.errors import DistilTuneError
-from distiltune.models import build_student, count_params, freeze, load_classifier
+from distiltune.models.hf import build_student, count_params, freeze, load_classifier
 
 from conftest import tiny_bert
 

@@ -10,10 +10,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from distiltune import features as FT
+from distiltune.models import features as FT
 from distiltune.errors import DistilTuneError
-from distiltune.modules import (META_FILE, ModuleClassifier, ModuleCollator, build_module, is_factory, is_module_dir,
-                                load_factory, load_module, save_module)
+from distiltune.models.factories import (META_FILE, ModuleClassifier, build_module, is_factory, is_module_dir, load_factory, load_module, save_module)
+from distiltune.data.collate import ModuleCollator
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

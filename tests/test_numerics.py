@@ -6,7 +6,7 @@ import torch
 from datasets import Dataset
 
 from distiltune import DistillationTrainer, DistillConfig, NonFiniteLossError, Schedule
-from distiltune.data import DistillCollator, tokenize
+from distiltune.data.collate import DistillCollator, tokenize
 from distiltune.losses import LOSSES, LossTerm, register_loss
 from conftest import tiny_bert
 

@@ -81,8 +81,8 @@ def test_python_api_distillation_trainer(tmp_path, trained_teacher, base_models,
     from datasets import Dataset
 
     from distiltune import DistillationTrainer, DistillConfig, Schedule, distill_objective
-    from distiltune.data import DistillCollator, tokenize
-    from distiltune.models import load_classifier, load_tokenizer
+    from distiltune.data.collate import DistillCollator, tokenize
+    from distiltune.models.hf import load_classifier, load_tokenizer
 
     import pandas as pd
 
@@ -145,8 +145,8 @@ def test_resume_after_config_change_retrains_only_what_changed(distill_run, task
 
 
 def test_data_fingerprint_sees_every_row(task_files):
-    from distiltune.config_io import build_config
-    from distiltune.data import load_task_data
+    from distiltune.config.io import build_config
+    from distiltune.data.load import load_task_data
 
     base = {"train_file": task_files["train"], "test_file": task_files["test"], "validation_file": task_files["validation"],
             "text_column": "sentence", "report_to": "none"}
@@ -202,7 +202,7 @@ def test_report_plots_render_and_html_embeds_them(distill_run):
 
 
 def test_pareto_front():
-    from distiltune.plots import pareto_front
+    from distiltune.report.plots import pareto_front
 
     pts = {"teacher": (60.0, 0.86), "student": (11.0, 0.83), "baseline": (10.5, 0.79), "int8": (4.3, 0.83),
            "onnx": (7.5, 0.83)}
@@ -218,10 +218,10 @@ def test_validation_each_epoch_keeps_the_best_checkpoint_and_stops_early(tmp_pat
     the stage stops once the metric stops improving, and the report says which epoch was kept."""
     import numpy as np
 
-    from distiltune.config_io import build_config, read_yaml
-    from distiltune.data import load_task_data
-    from distiltune.evaluate import predict_logits
-    from distiltune.pipeline import Pipeline
+    from distiltune.config.io import build_config, read_yaml
+    from distiltune.data.load import load_task_data
+    from distiltune.models.inference import predict_logits
+    from distiltune.pipeline.run import Pipeline
 
     out = tmp_path / "run"
     code = main(["distill", *cli_args(task_files, out, trained_teacher, base_models["student"], "--num_labeled", "40",

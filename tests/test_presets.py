@@ -5,7 +5,7 @@ import pytest
 from safetensors import safe_open
 
 from distiltune.cli import main
-from distiltune.presets import PRESETS
+from distiltune.losses.presets import PRESETS
 
 STAGE_TERMS = {  # where each preset's extra terms are logged
     "distilbert": ("distill", ["hidden_cosine", "kd", "ce"]),

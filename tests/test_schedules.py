@@ -41,7 +41,7 @@ def test_schedule_rejects_bad_specs():
 
 def test_distill_finetune_defaults_follow_best_practice():
     """Distillation-heavy early, task-heavy late; temperature annealed high -> low."""
-    from distiltune.config import DistillConfig
+    from distiltune.config.schema import DistillConfig
 
     cfg = DistillConfig(strategy="distill_finetune", output_dir="/tmp/unused", report_to="none")
     w, T = cfg.distill_weight_sched, cfg.temperature_sched

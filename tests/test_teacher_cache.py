@@ -6,16 +6,16 @@ import pandas as pd
 import pytest
 import torch
 
-from distiltune import models as M
-from distiltune import teacher_cache as TC
+from distiltune.models import hf as M
+from distiltune.data import teacher_cache as TC
 
 
 def _pipeline(tmp_path, task_files, trained_teacher, student, rows=96, **changes):
     from datasets import Dataset
 
-    from distiltune.config_io import build_config
-    from distiltune.data import TaskData
-    from distiltune.pipeline import Pipeline
+    from distiltune.config.io import build_config
+    from distiltune.data.load import TaskData
+    from distiltune.pipeline.run import Pipeline
 
     values = dict(strategy="distill", teacher=trained_teacher, student=student, per_device_train_batch_size=16,
                   num_train_epochs=1, learning_rate=1e-3, temperature=2.0, distill_weight=0.7, mixed_precision="no",
@@ -116,7 +116,8 @@ def test_cache_is_reused_rebuilt_when_stale_and_checked_on_first_use(tmp_path, t
 
 def test_cached_logits_follow_each_example_not_its_position(tmp_path, task_files, trained_teacher, base_models, capsys):
     """Rows in another order (or a subset) reuse the cache, and each row gets its own teacher logits."""
-    from distiltune.evaluate import Padder, predict_logits
+    from distiltune.data.collate import Padder
+    from distiltune.models.inference import predict_logits
 
     p, teacher, student, s_tok = _pipeline(tmp_path, task_files, trained_teacher, base_models["student"])
     p.distill_train_set(teacher, s_tok)
@@ -130,7 +131,7 @@ def test_cached_logits_follow_each_example_not_its_position(tmp_path, task_files
 
 
 def test_topk_must_be_positive():
-    from distiltune.config import DistillConfig
+    from distiltune.config.schema import DistillConfig
 
     with pytest.raises(ValueError, match="teacher_cache_topk=0 must be >= 1"):
         DistillConfig(output_dir="x", teacher_cache_topk=0)

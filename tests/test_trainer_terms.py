@@ -6,8 +6,8 @@ from datasets import Dataset
 from safetensors import safe_open
 
 from conftest import make_rows, tiny_bert
-from distiltune.data import DistillCollator, tokenize
-from distiltune.trainer import DistillationTrainer
+from distiltune.data.collate import DistillCollator, tokenize
+from distiltune.training.trainer import DistillationTrainer
 from transformers import TrainingArguments
 
 

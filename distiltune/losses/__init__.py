@@ -4,8 +4,10 @@ Response (logits): ce, kd, reverse_kl, js, logit_mse. Feature: hidden_mse, hidde
 embedding_mse, hint. Attention/relation: attention_kl, attention_mse, minilm, rkd_distance,
 rkd_angle, sp.
 """
-from .base import IGNORE_INDEX, LOSSES, LossTerm, Requests, build_term, register_loss
-from .logits import hard_label_loss, kd_loss, teacher_confidence
+from ..constants import IGNORE_INDEX
+from .base import LOSSES, LossTerm, Requests, build_term, register_loss
+from ..models.task_loss import hard_label_loss
+from .logits import kd_loss, teacher_confidence
 from . import feature  # noqa: F401  (registers its terms)
 from . import attention  # noqa: F401
 from . import relation  # noqa: F401

@@ -10,8 +10,8 @@ import math
 
 import torch
 
-from .. import features as FT
-from .. import layer_map
+from ..models import features as FT
+from ..models import layer_map
 from ..errors import DistilTuneError
 from .base import LossTerm, Requests, register_loss
 

@@ -2,7 +2,7 @@
 
 A term is a pure tensor function (in the sibling modules) wrapped by a thin ``nn.Module``:
 ``term(student_out, teacher_out, batch) -> scalar``. ``student_out``/``teacher_out`` are
-:class:`~distiltune.features.Outputs` (logits, hidden states, attentions, hooked module outputs);
+:class:`~distiltune.models.features.Outputs` (logits, hidden states, attentions, hooked module outputs);
 ``batch`` holds ``labels``, ``attention_mask``, ``teacher_attention_mask`` and ``temperature``.
 The trainer asks each term what it reads (``requests``), captures just that, weights and sums
 the terms — adding a term never touches the training loop.
@@ -19,7 +19,6 @@ from ..errors import DistilTuneError
 from ..registry import Registry
 
 LOSSES = Registry("loss term")
-IGNORE_INDEX = -100  # label of unlabeled rows (classification); NaN plays that role for regression
 
 
 def register_loss(name: str):

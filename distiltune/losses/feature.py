@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import features as FT
-from .. import layer_map
+from ..models import features as FT
+from ..models import layer_map
 from ..errors import DistilTuneError
 from .base import LossTerm, Requests, register_loss
 

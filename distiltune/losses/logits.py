@@ -5,7 +5,9 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import DistilTuneError
-from .base import IGNORE_INDEX, LossTerm, register_loss
+from ..constants import IGNORE_INDEX
+from ..models.task_loss import hard_label_loss
+from .base import LossTerm, register_loss
 
 WEIGHTINGS = ("none", "confidence")
 
@@ -58,23 +60,6 @@ def logit_mse_per_sample(student_logits, teacher_logits, temperature=None) -> to
     """Mean squared error between raw logits (Ba & Caruana 2014, "Do Deep Nets Really Need to be
     Deep?"); the T -> infinity limit of KD, blind to the temperature."""
     return (student_logits.float() - teacher_logits.float()).pow(2).mean(-1)
-
-
-def hard_label_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy on labelled rows (label != -100), or MSE for one output column (regression,
-    NaN = unlabeled). A batch with no labelled rows gives an exact zero that still has a graph.
-
-    The mean over labelled rows is their sum over their count (at least 1), never a test of
-    "any labelled row?": reading that flag back would stall the host on a GPU at every step."""
-    logits = logits.float()
-    if logits.shape[-1] == 1:
-        labels = labels.float().view(-1)
-        keep = torch.isfinite(labels)
-        err = torch.where(keep, logits.view(-1) - labels.nan_to_num(0.0, 0.0, 0.0), 0.0)
-        return err.pow(2).sum() / keep.sum().clamp(min=1)
-    labels = labels.long()
-    total = F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, reduction="sum")
-    return total / (labels != IGNORE_INDEX).sum().clamp(min=1)
 
 
 def teacher_confidence(teacher_logits: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:

@@ -15,7 +15,7 @@ label; the other 1,057 are unlabeled, and the teacher may be queried on every im
     python examples/digits/distil_digits.py            # 3 student seeds, about 75 s on 2 CPU cores
     python examples/digits/distil_digits.py --quick    # 1 seed, fewer epochs, about 20 s
 
-Teacher and (first-seed) student are saved with ``distiltune.modules.save_module`` under --output_dir.
+Teacher and (first-seed) student are saved with ``distiltune.models.factories.save_module`` under --output_dir.
 """
 from __future__ import annotations
 
@@ -32,10 +32,11 @@ from datasets import Dataset, Value, concatenate_datasets, disable_progress_bars
 from sklearn.metrics import accuracy_score
 from transformers import PrinterCallback, TrainingArguments, set_seed
 
-from distiltune.losses import IGNORE_INDEX  # the label of an unlabeled row: only the teacher's terms learn from it
-from distiltune.modules import ModuleClassifier, ModuleCollator, build_module, load_factory, save_module
+from distiltune.constants import IGNORE_INDEX  # the label of an unlabeled row: only the teacher's terms learn from it
+from distiltune.models.factories import ModuleClassifier, build_module, load_factory, save_module
+from distiltune.data.collate import ModuleCollator
 from distiltune.schedules import Schedule
-from distiltune.trainer import DistillationTrainer
+from distiltune.training.trainer import DistillationTrainer
 
 # Factories are named the way a config file at the repository root would name them.
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -7,8 +7,8 @@ import json
 import os
 import shutil
 
-from .errors import DistilTuneError
-from .stages import check_output_dir
+from ..errors import DistilTuneError
+from .outputs import check_output_dir
 
 
 class ManyProblems(DistilTuneError):
@@ -83,7 +83,7 @@ def check_disk(out: str, need: int) -> None:
 
 
 def token_terms_error(objective: list[tuple]) -> DistilTuneError:
-    from .objective import needs
+    from ..losses.objective import needs
 
     names = sorted({n for n, _, o in objective if needs([(n, None, o)], "token_level")})
     return DistilTuneError(
@@ -116,7 +116,7 @@ class PreflightStage:
                 self.mlm_filler()  # its masked LM must load (with its head) before any training
         with P.check():
             if cfg.export:  # before hours of training, not after
-                from .export import require_runtime
+                from ..export.onnx import require_runtime
 
                 require_runtime()
         if problems is None:
@@ -125,7 +125,7 @@ class PreflightStage:
     def preflight(self) -> None:
         from accelerate import PartialState
 
-        from .data import load_task_data
+        from ..data.load import load_task_data
 
         """Every check that needs no weights and no training, all problems reported together."""
         P = Problems()
@@ -150,7 +150,7 @@ class PreflightStage:
     def check_models(self, P: Problems) -> None:
         """Label sets of the models against the data, and a teacher head that was never trained,
         from config.json and the weight files' headers (no weights loaded)."""
-        from . import models as M
+        from ..models import hf as M
 
         cfg = self.cfg
         for role in ("teacher", "student"):
@@ -171,8 +171,8 @@ class PreflightStage:
         import torch
         from transformers import AutoConfig, AutoModelForSequenceClassification
 
-        from . import models as M
-        from .objective import _terms, needs
+        from ..models import hf as M
+        from ..losses.objective import _terms, needs
 
         cfg = self.cfg
         if cfg.strategy == "finetune" or not cfg.teacher:
@@ -204,7 +204,7 @@ class PreflightStage:
     def disk_needed(self) -> int:
         """Bytes the run writes at its peak: a stage's checkpoints (weights + two Adam moments each)
         beside the final teacher, student and baseline folders. Unknown sizes (hub names) count 0."""
-        from . import models as M
+        from ..models import hf as M
 
         cfg = self.cfg
         sizes = {}

@@ -6,7 +6,7 @@ import os
 
 from datasets import concatenate_datasets
 
-from .evaluate import predict_logits
+from ..models.inference import predict_logits
 
 
 class DistillDataStage:
@@ -15,7 +15,7 @@ class DistillDataStage:
         if not (self.cfg.augment and "mlm" in self.cfg.augment):
             return None
         if getattr(self, "_mlm", None) is None:
-            from .augment import MLMFiller
+            from ..data.augment import MLMFiller
 
             self._mlm = MLMFiller(self.cfg.augment_mlm_model or self.cfg.teacher)
         return self._mlm
@@ -28,8 +28,8 @@ class DistillDataStage:
         rows = data.train if data.unlabeled is None else concatenate_datasets([data.train, data.unlabeled])
         self.augmented = 0
         if cfg.augment:
-            from .augment import expand
-            from .losses import IGNORE_INDEX
+            from ..data.augment import expand
+            from ..constants import IGNORE_INDEX
 
             aug = self.__dict__.setdefault("_augmented_rows", {}).get(rows._fingerprint)
             if aug is None:
@@ -46,7 +46,7 @@ class DistillDataStage:
             return ds if self.same_tokenizer else self._tok(ds, self.teacher_tok, prefix="teacher_")
         from accelerate import PartialState
 
-        from .teacher_cache import TeacherCache
+        from ..data.teacher_cache import TeacherCache
 
         prefix = "" if self.same_tokenizer else "teacher_"  # shared tokenisation: read the student's columns
         t_ds = ds if self.same_tokenizer else self._tok(ds, self.teacher_tok, prefix="teacher_")

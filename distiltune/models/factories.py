@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-from .errors import DistilTuneError
+from ..errors import DistilTuneError
 
 META_FILE = "distiltune_module.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -189,7 +189,7 @@ class ModuleClassifier(nn.Module):
                                   "make its forward return one logits tensor with one column per label")
         loss = None
         if labels is not None:
-            from .losses import hard_label_loss  # lazy: the loss package imports the feature machinery
+            from .task_loss import hard_label_loss  # lazy: the loss package imports the feature machinery
 
             loss = hard_label_loss(logits, labels)
         return SequenceClassifierOutput(loss=loss, logits=logits)
@@ -220,26 +220,6 @@ def _parameters(fn: Callable) -> set[str]:
 
 # ---------- batches ----------
 
-class ModuleCollator:
-    """Rows -> tensors: ``input_name`` as float32, ``label``/``labels`` as ``labels`` (long; float for
-    regression), ``teacher_logits`` when cached. Other columns are dropped."""
-
-    def __init__(self, input_name: str = "pixel_values", regression: bool = False):
-        self.input_name = input_name
-        self.regression = regression
-
-    def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
-        first = rows[0]
-        batch = {self.input_name: torch.as_tensor([r[self.input_name] for r in rows], dtype=torch.float32)}
-        label_key = "labels" if "labels" in first else "label" if "label" in first else None
-        if label_key:
-            batch["labels"] = torch.as_tensor([r[label_key] for r in rows],
-                                              dtype=torch.float32 if self.regression else torch.long)
-        from .teacher_cache import collate as cached_columns
-
-        batch.update(cached_columns(rows))  # teacher outputs from the cache, full or top-k
-        return batch
-
 
 # ---------- saving and loading ----------
 
@@ -250,7 +230,7 @@ def save_module(model: ModuleClassifier, path: str, card: str | None = None, ext
 
     if not model.factory:
         raise DistilTuneError("this network was not built from a factory, so a saved copy could not be rebuilt",
-                              "build it with distiltune.modules.build_module('file.py:function')")
+                              "build it with distiltune.models.factories.build_module('file.py:function')")
     meta = {"factory": model.factory, "kwargs": model.factory_kwargs, "input_name": model.input_name,
             "num_labels": model.num_labels, "label_names": model.label_names}
     try:
@@ -258,7 +238,7 @@ def save_module(model: ModuleClassifier, path: str, card: str | None = None, ext
     except TypeError as e:
         raise DistilTuneError(f"the factory arguments {model.factory_kwargs} cannot be saved as JSON ({e})",
                               "pass numbers, strings, lists or dicts to the factory") from None
-    from .models import write_folder
+    from .hf import write_folder
 
     write_folder(path, lambda tmp: save_model(model.net, os.path.join(tmp, WEIGHTS_FILE), metadata={"format": "pt"}),
                  {META_FILE: meta_text} | ({"README.md": card} if card else {}) | (extra or {}))

@@ -13,20 +13,24 @@ import numpy as np
 from accelerate import PartialState
 from transformers import set_seed
 
-from . import checkpoints as CK
-from . import models as M
-from .config import DistillConfig
-from .config_io import save_config, to_yaml_dict
-from .data import DistillCollator, load_task_data, tokenize
-from .errors import DistilTuneError
-from .objective import describe, logits_only, needs
-from .evaluate import Padder, measure_speeds, predict_logits, task_metrics
-from .report import model_card, write_atomic, write_report
-from .deploy import ExportStage
-from .train_data import DistillDataStage
+from ..training import checkpoints as CK
+from ..models import hf as M
+from ..config.schema import DistillConfig
+from ..config.io import save_config, to_yaml_dict
+from ..data.collate import DistillCollator, tokenize
+from ..data.load import load_task_data
+from ..errors import DistilTuneError
+from ..losses.objective import describe, logits_only, needs
+from ..data.collate import Padder
+from ..models.inference import measure_speeds, predict_logits
+from ..tasks.metrics import task_metrics
+from ..report.build import model_card, write_atomic, write_report
+from .export_stage import ExportStage
+from .distil_rows import DistillDataStage
 from .preflight import PreflightStage, token_terms_error
-from .stages import StageBook, fingerprint, prepare_output_dir
-from .trainer import DistillationTrainer, EpochTimer, finetune_objective
+from .outputs import StageBook, fingerprint, prepare_output_dir
+from ..training.trainer import DistillationTrainer, finetune_objective
+from ..training.callbacks import EpochTimer
 
 # Config keys that do not change what a stage produces (ignored in stage fingerprints).
 _NOT_IN_FINGERPRINT = {"output_dir", "logging_steps", "report_to", "latency_samples", "throughput_batch_size",

@@ -8,7 +8,7 @@ import re
 from torch import nn
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-from .errors import DistilTuneError
+from ..errors import DistilTuneError
 from .features import ENCODERS
 
 DEMO_MODELS = {"demo:all-mpnet-base-v2": "demo_teacher_path", "demo:all-MiniLM-L6-v2": "demo_student_path"}
@@ -16,7 +16,7 @@ DEMO_MODELS = {"demo:all-mpnet-base-v2": "demo_teacher_path", "demo:all-MiniLM-L
 
 def resolve_path(name: str) -> str:
     if name in DEMO_MODELS:
-        from . import assets
+        from .. import assets
 
         return getattr(assets, DEMO_MODELS[name])()
     if name.startswith("demo:"):

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import TrainingArguments
 
-from .schedules import KINDS, UNITS, Schedule
+from ..schedules import KINDS, UNITS, Schedule
 
 STRATEGIES = ("finetune", "distill", "distill_finetune")
 METRICS = ("auto", "accuracy", "f1", "matthews", "pearson", "spearman")
@@ -209,7 +209,7 @@ class DistillConfig(StrategyArguments, ModelArguments, DataArguments, TrainingAr
         for name in ("num_train_epochs", "teacher_num_train_epochs", "learning_rate", "teacher_learning_rate"):
             if not getattr(self, name) > 0:
                 errors.append(f"{name}={getattr(self, name)} must be > 0")
-        from .augment import check_options as check_augment
+        from ..data.augment import check_options as check_augment
 
         errors += check_augment(self.augment, self.augment_factor, self.augment_prob)
         if self.teacher_cache_topk is not None and self.teacher_cache_topk < 1:
@@ -232,7 +232,7 @@ class DistillConfig(StrategyArguments, ModelArguments, DataArguments, TrainingAr
                 errors.append(f"{name} must be >= 0 (fraction < 1 or a row count)")
         if self.student_layers is not None and len(self.student_layers) == 0:
             errors.append("student_layers is empty; list at least one teacher layer index")
-        from .export import export_options
+        from ..export.onnx import export_options
 
         try:
             self.export = export_options(self.export)
@@ -265,7 +265,7 @@ class DistillConfig(StrategyArguments, ModelArguments, DataArguments, TrainingAr
         # Schedule objects are built here so bad list/kind combinations fail at load time.
         self.temperature_sched = self.make_schedule("temperature")
         self.distill_weight_sched = self.make_schedule("distill_weight")
-        from .objective import build_objectives  # validates loss names and options now, before any heavy work
+        from ..losses.objective import build_objectives  # validates loss names and options now, before any heavy work
 
         self.objectives = build_objectives(self)
 

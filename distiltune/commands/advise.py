@@ -7,8 +7,8 @@ import copy
 
 import torch
 
-from .errors import DistilTuneError
-from .features import ENCODERS
+from ..errors import DistilTuneError
+from ..models.features import ENCODERS
 
 # Labels below which a final hard-label stage has too little to learn from (rule of thumb).
 ENOUGH_LABELS = 1000
@@ -65,8 +65,8 @@ def advise(teacher: str, latency_ms: float | None = None, size_mb: float | None 
            unlabeled: int | None = None, train_hours: float | None = None, seq_len: int = 32, samples: int = 30) -> dict:
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
-    from .evaluate import measure_speeds
-    from .models import count_params, resolve_path
+    from ..models.inference import measure_speeds
+    from ..models.hf import count_params, resolve_path
 
     for name, v in (("--latency-ms", latency_ms), ("--size-mb", size_mb), ("--train-hours", train_hours)):
         if v is not None and not v > 0:

@@ -4,7 +4,7 @@
 sequence) axes; ``onnxruntime.quantization`` writes ``model.int8.onnx``: dynamic quantisation for
 transformers (int8 weights, activations quantised per call), static QDQ quantisation calibrated on
 training rows for convolutional networks, where the dynamic kind gains nothing. The tokenizer,
-``distiltune_export.json`` and ``predict.py`` (a copy of :mod:`distiltune.onnx_predict`) travel
+``distiltune_export.json`` and ``predict.py`` (a copy of :mod:`distiltune.export.predict`) travel
 with the files, so a plain onnxruntime session or ``python predict.py`` serves them.
 The re-check (metric, agreement with PyTorch, latency) is the pipeline's: see ``Pipeline.export_student``.
 """
@@ -24,8 +24,8 @@ import warnings
 import numpy as np
 import torch
 
-from .errors import DistilTuneError
-from .onnx_predict import META_FILE, ExportedModel
+from ..errors import DistilTuneError
+from .predict import META_FILE, ExportedModel
 
 FORMATS = ("onnx",)
 OPSETS = (17, 23)
@@ -124,7 +124,7 @@ def prepare_export_dir(path: str, overwrite: bool) -> None:
 
 def check_source(path: str) -> str:
     """'transformers' or 'module' for a folder that holds a trained model; a clear error otherwise."""
-    from .modules import is_module_dir
+    from ..models.factories import is_module_dir
 
     if not os.path.isdir(path):
         raise DistilTuneError(f"--model {path} is not a folder", "point --model at a model folder, e.g. runs/demo/student")
@@ -264,7 +264,7 @@ def write_export(folder: str, model, sample: dict[str, torch.Tensor], meta: dict
                  tokenizer=None, calibration: list[dict] | None = None, source: str = "", opset: int | None = None,
                  readme: str = "") -> dict:
     """Fill ``folder`` atomically: ONNX file(s), tokenizer, metadata, predict.py and a README."""
-    from .models import write_folder
+    from ..models.hf import write_folder
 
     def weights(tmp):
         what = f"{type(getattr(model, 'net', model)).__name__}"
@@ -276,7 +276,7 @@ def write_export(folder: str, model, sample: dict[str, torch.Tensor], meta: dict
             if not os.path.isfile(os.path.join(tmp, "tokenizer.json")):
                 raise DistilTuneError(f"the tokenizer of {source} has no fast (tokenizers) version, which predict.py needs",
                                       "use a model whose tokenizer ships tokenizer.json")
-        shutil.copyfile(os.path.join(os.path.dirname(__file__), "onnx_predict.py"), os.path.join(tmp, "predict.py"))
+        shutil.copyfile(os.path.join(os.path.dirname(__file__), "predict.py"), os.path.join(tmp, "predict.py"))
         with open(os.path.join(tmp, META_FILE), "w") as f:
             json.dump(meta, f, indent=2)
 

@@ -4,26 +4,11 @@ column of tensors (``input_column``) instead of text. Only what depends on the k
 differs from :class:`~distiltune.pipeline.Pipeline`: loading, saving, batching."""
 from __future__ import annotations
 
-import torch
-
-from . import modules as MD
-from .errors import DistilTuneError
-from .pipeline import Pipeline
+from ..models import factories as MD
+from ..data.collate import TensorPadder
+from ..errors import DistilTuneError
+from .run import Pipeline
 from .preflight import Problems
-
-
-class TensorPadder:
-    """The text :class:`~distiltune.evaluate.Padder`'s role for tensor inputs: stack a column."""
-
-    def __init__(self, input_name: str):
-        self.keys = (input_name,)
-        self.input_name = input_name
-
-    def tokenizer_pad(self, rows: list[dict], prefix: str = "") -> dict:
-        return {self.input_name: torch.as_tensor([r[self.input_name] for r in rows], dtype=torch.float32)}
-
-    def batch(self, rows: list[dict]) -> dict:
-        return self.tokenizer_pad(rows)
 
 
 class ModulePipeline(Pipeline):

@@ -14,17 +14,18 @@ from typing import Callable
 
 import torch
 from torch import nn
-from transformers import Trainer, TrainerCallback
-from transformers.trainer_pt_utils import LengthGroupedSampler
+from transformers import Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from . import checkpoints as CK
-from . import features as FT
-from . import teacher_cache as TC
-from .errors import DistilTuneError, NonFiniteLossError
-from .losses import LossTerm, Requests, build_term
-from .objective import OneMinus
-from .schedules import Schedule
+from ..models import features as FT
+from ..data import teacher_cache as TC
+from .callbacks import _ZeroTermGrads
+from .sampler import EpochSeededLengthSampler
+from ..errors import DistilTuneError, NonFiniteLossError
+from ..losses import LossTerm, Requests, build_term
+from ..losses.objective import OneMinus
+from ..schedules import Schedule
 
 # A weight is a function of (step, max_steps, epoch, num_epochs) -> float, e.g. a Schedule.
 Weight = Callable[[int, int, float, float], float]
@@ -359,70 +360,6 @@ class DistillationTrainer(Trainer):
             self._sums.clear()
             self._count = 0
         super().log(logs, *args, **kwargs)
-
-
-class EpochSeededLengthSampler(LengthGroupedSampler):
-    """Length-grouped order from a generator seeded with ``seed + epoch``. The Trainer's own draws
-    from the global RNG when the epoch starts; resuming mid-epoch restores that RNG only after the
-    epoch's order is drawn, so the resumed run would see other batches than the interrupted one."""
-
-    def __init__(self, *args, seed: int, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.seed, self.epoch = seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def __iter__(self):
-        self.generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        return super().__iter__()
-
-
-class EpochTimer(TrainerCallback):
-    """Wall seconds of each epoch (``seconds``), logged as ``epoch_seconds``: the first epoch of a
-    run may carry one-off work, so speed comparisons read the later ones."""
-
-    def __init__(self):
-        self.seconds: list[float] = []
-        self._t0 = None
-
-    @staticmethod
-    def _now() -> float:
-        import time
-
-        if torch.cuda.is_available() and torch.cuda.is_initialized():
-            torch.cuda.synchronize()  # GPU work is asynchronous: count it in the epoch that queued it
-        return time.perf_counter()
-
-    def on_epoch_begin(self, args, state, control, **kwargs):
-        self._t0 = self._now()
-
-    def on_epoch_end(self, args, state, control, **kwargs):
-        if self._t0 is not None:
-            self.seconds.append(self._now() - self._t0)
-            state.log_history.append({"epoch": round(state.epoch or 0.0, 4), "step": state.global_step,
-                                      "epoch_seconds": round(self.seconds[-1], 4)})
-
-
-class _ZeroTermGrads(TrainerCallback):
-    """The Trainer handles the model's gradients only. The terms' projections live outside the
-    (DDP-wrapped) model: average their gradients across processes before each step, so every
-    rank keeps the same projection, and zero them after it (else they pile up across steps)."""
-
-    def __init__(self, terms: nn.Module):
-        self.terms = terms
-
-    def on_pre_optimizer_step(self, args, state, control, **kwargs):
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            for p in self.terms.parameters():
-                if p.grad is not None:
-                    dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
-                    p.grad /= dist.get_world_size()
-
-    def on_optimizer_step(self, args, state, control, **kwargs):
-        self.terms.zero_grad(set_to_none=True)
 
 
 def _normalise(entry) -> tuple[str, str, Weight, dict]:

@@ -14,8 +14,8 @@ from enum import Enum
 import yaml
 from transformers import HfArgumentParser
 
-from .config import DistillConfig
-from .errors import DistilTuneError
+from .schema import DistillConfig
+from ..errors import DistilTuneError
 
 
 last_output_dir: str | None = None

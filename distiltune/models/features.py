@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .errors import DistilTuneError
+from ..errors import DistilTuneError
 
 
 @dataclass

@@ -6,7 +6,7 @@ for ``dynamic`` (the student layer matches whichever of them it is closest to, N
 """
 from __future__ import annotations
 
-from .errors import DistilTuneError
+from ..errors import DistilTuneError
 
 PRESETS = ("uniform", "last", "skip", "dynamic")
 

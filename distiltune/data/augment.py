@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import random
 
-from .errors import DistilTuneError
+from ..errors import DistilTuneError
 
 METHODS = ("mask", "delete", "swap", "mlm")
 
@@ -78,7 +78,7 @@ class MLMFiller:
         import torch
         from transformers import AutoModelForMaskedLM
 
-        from . import models as M
+        from ..models import hf as M
 
         path = M.resolve_path(name)
         try:

@@ -12,10 +12,10 @@ import inspect
 import json
 import math
 
-from .errors import DistilTuneError
-from .losses import LOSSES, build_term
+from ..errors import DistilTuneError
+from . import LOSSES, build_term
 from .presets import preset_losses
-from .schedules import KINDS, Schedule
+from ..schedules import KINDS, Schedule
 
 STAGES = ("main", "intermediate")
 # Config-wide defaults for term options a loss entry leaves unset.

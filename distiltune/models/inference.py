@@ -9,22 +9,8 @@ import torch
 from datasets import Dataset
 from tqdm.auto import tqdm
 
-from .data import pad_rows
 
 MODEL_KEYS = ("input_ids", "attention_mask", "token_type_ids")
-
-
-def task_metrics(logits: np.ndarray, labels: np.ndarray, task_type: str) -> dict[str, float]:
-    from scipy.stats import pearsonr, spearmanr
-    from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
-
-    if task_type == "regression":
-        pred = logits.reshape(-1)
-        return {"pearson": float(pearsonr(pred, labels)[0]), "spearman": float(spearmanr(pred, labels)[0]),
-                "mse": float(np.mean((pred - labels) ** 2))}
-    pred = logits.argmax(-1)
-    return {"accuracy": float(accuracy_score(labels, pred)), "f1": float(f1_score(labels, pred, average="macro")),
-            "matthews": float(matthews_corrcoef(labels, pred))}
 
 
 def _autocast(enabled: bool, device):
@@ -34,7 +20,7 @@ def _autocast(enabled: bool, device):
 
 
 @torch.inference_mode()
-def predict_logits(model, padder: "Padder", ds: Dataset, batch_size: int = 64, bf16: bool = False,
+def predict_logits(model, padder, ds: Dataset, batch_size: int = 64, bf16: bool = False,
                    desc: str = "predicting", prefix: str = "", progress: bool = True) -> np.ndarray:
     """Logits for every row of a tokenised ``ds`` (columns ``{prefix}input_ids`` ...), in row order.
 
@@ -71,23 +57,6 @@ def predict_logits(model, padder: "Padder", ds: Dataset, batch_size: int = 64, b
     if pending:
         flush()
     return out
-
-
-class Padder:
-    """Pads token rows with the right tokenizer for the prefix ('' = student, 'teacher_' = teacher)."""
-
-    keys = MODEL_KEYS
-
-    def __init__(self, tokenizer, teacher_tokenizer=None, pad_to_multiple_of: int | None = None):
-        self.tokenizers = {"": tokenizer, "teacher_": teacher_tokenizer or tokenizer}
-        self.pad_to_multiple_of = pad_to_multiple_of
-
-    def tokenizer_pad(self, rows, prefix=""):
-        return pad_rows(self.tokenizers[prefix], rows, self.pad_to_multiple_of)
-
-    def batch(self, rows: list[dict]) -> dict:
-        """Model inputs for dataset rows (the student's columns)."""
-        return self.tokenizer_pad([{k: r[k] for k in self.keys if k in r} for r in rows])
 
 
 @torch.inference_mode()

@@ -10,11 +10,12 @@ import time
 import numpy as np
 import torch
 
-from . import models as M
-from .data import load_task_data
-from .errors import DistilTuneError
-from .evaluate import predict_logits, task_metrics
-from .report import write_report
+from ..models import hf as M
+from ..data.load import load_task_data
+from ..errors import DistilTuneError
+from ..models.inference import predict_logits
+from ..tasks.metrics import task_metrics
+from ..report.build import write_report
 
 
 class ExportStage:
@@ -24,7 +25,7 @@ class ExportStage:
         """Export the student (ONNX fp32, and int8 when asked), then evaluate each file on the test
         split like the other models, with its agreement with the PyTorch student's fp32 predictions.
         Adds ``student_onnx`` / ``student_int8`` to ``results``; speeds are measured with the rest."""
-        from . import export as E
+        from ..export import onnx as E
 
         cfg, data = self.cfg, self.data
         print(f"[distiltune] exporting the student to ONNX{' and int8' if opts['quantize'] == 'int8' else ''}: {folder}")
@@ -70,7 +71,7 @@ class ExportStage:
                 **E.agreement(ref, logits, data.task_type, labels), "_speed_input": (ort_model, padder, test)}
 
     def check_export(self, results: dict, opts: dict, folder: str) -> None:
-        from .export import REPORT_NAMES, ExportCheckFailed
+        from ..export.onnx import REPORT_NAMES, ExportCheckFailed
 
         for variant, key in (("fp32", "min_agreement"), ("int8", "min_agreement_int8")):
             name, floor = REPORT_NAMES[variant], opts[key]
@@ -89,8 +90,8 @@ def export_model(model_dir: str, output_dir: str, quantize: str = "none", fmt: s
     (metric, agreement with the PyTorch model, latency side by side). Writes ``report.json``/``report.md``
     into the export folder; raises :class:`~distiltune.export.ExportCheckFailed` below an agreement floor.
     With ``teacher`` (a trained model folder) the teacher is evaluated and timed beside them too."""
-    from . import export as E
-    from .config_io import build_config, read_yaml
+    from ..export import onnx as E
+    from ..config.io import build_config, read_yaml
     from .module_pipeline import pipeline_class
 
     floors = {"min_agreement": E.FLOORS["fp32"] if min_agreement is None else min_agreement,

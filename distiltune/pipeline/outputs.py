@@ -6,7 +6,7 @@ import json
 import os
 import shutil
 
-from .errors import DistilTuneError
+from ..errors import DistilTuneError
 
 # Entries a run writes; --overwrite removes only these, never unrelated user files.
 RUN_ENTRIES = ("teacher", "student", "baseline_student", "student_onnx", "checkpoints", "tensorboard", ".stages", "cache", "evaluation",

@@ -14,9 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, Value, concatenate_datasets
 
-from .errors import DistilTuneError
-from .losses import IGNORE_INDEX
-from .teacher_cache import collate as cached_columns
+from ..errors import DistilTuneError
+from ..constants import IGNORE_INDEX
 
 READERS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 
@@ -96,14 +95,14 @@ def _has_no_rows(path: str, ext: str) -> bool:
 
 def _load_sources(cfg) -> tuple[DatasetDict, Dataset | None]:
     splits: dict[str, Dataset] = {}
-    from .modules import is_factory
+    from ..models.factories import is_factory
 
     if cfg.dataset_name and is_factory(cfg.dataset_name):
         splits.update(_from_factory(cfg.dataset_name))
     elif cfg.dataset_name and cfg.dataset_name.startswith("demo:"):
         if cfg.dataset_name != "demo:rotten_tomatoes":
             raise DistilTuneError(f"unknown demo dataset '{cfg.dataset_name}'", "use demo:rotten_tomatoes")
-        from .assets import load_rotten_tomatoes
+        from ..assets import load_rotten_tomatoes
 
         ds = Dataset.from_pandas(load_rotten_tomatoes(), preserve_index=False)
         splits["train"] = ds.cast_column("label", ClassLabel(names=["negative", "positive"]))
@@ -132,7 +131,7 @@ def _load_sources(cfg) -> tuple[DatasetDict, Dataset | None]:
 def _from_factory(spec: str) -> dict[str, Dataset]:
     """``dataset_name: file.py:function``: the function returns a DatasetDict (or a dict of
     Datasets) with a train split and optionally validation/test."""
-    from .modules import load_factory
+    from ..models.factories import load_factory
 
     dd = load_factory(spec)()
     if not isinstance(dd, (dict, DatasetDict)) or "train" not in dd or not all(isinstance(v, Dataset) for v in dd.values()):
@@ -287,73 +286,3 @@ def load_task_data(cfg) -> TaskData:
                     label_names=names, task_type=task, metric=metric, text_columns=tuple(text_cols))
 
 
-def tokenize(ds: Dataset, tokenizer, text_columns: tuple[str, ...], max_length: int, prefix: str = "") -> Dataset:
-    """Add ``{prefix}input_ids`` etc. and ``{prefix}length``; no padding (the collator pads per batch)."""
-
-    def enc(batch):
-        args = [batch[c] for c in text_columns]
-        out = tokenizer(*args, truncation=True, max_length=max_length)
-        res = {f"{prefix}{k}": v for k, v in out.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
-        res[f"{prefix}length"] = [len(x) for x in out["input_ids"]]
-        return res
-
-    return ds.map(enc, batched=True, desc=f"tokenising{' for ' + prefix.rstrip('_') if prefix else ''}")
-
-
-_PAD_FILL = {"attention_mask": 0, "special_tokens_mask": 1}
-
-
-def pad_rows(tokenizer, rows: list[dict], pad_to_multiple_of: int | None = None) -> dict:
-    """Token rows padded into int64 tensors, as ``tokenizer.pad`` pads them (its side, pad id and pad
-    type id). For the usual keys this fills NumPy arrays directly, ~15x faster than ``tokenizer.pad``,
-    which costs ~1.6 ms a batch of 32 and runs for every step and every inference batch."""
-    import torch
-
-    keys = set(rows[0])
-    usual = keys <= {"input_ids", "token_type_ids", *_PAD_FILL} and "input_ids" in keys
-    if (not usual or tokenizer.pad_token_id is None or tokenizer.padding_side not in ("left", "right")
-            or ("attention_mask" not in keys and "attention_mask" in tokenizer.model_input_names)):
-        out = tokenizer.pad(rows, return_tensors="np", pad_to_multiple_of=pad_to_multiple_of)
-        return {k: torch.from_numpy(np.asarray(v, dtype=np.int64)) for k, v in out.items()}
-    n = max(len(r["input_ids"]) for r in rows)
-    if pad_to_multiple_of:
-        n = -(-n // pad_to_multiple_of) * pad_to_multiple_of
-    fill = {"input_ids": tokenizer.pad_token_id, "token_type_ids": tokenizer.pad_token_type_id, **_PAD_FILL}
-    left = tokenizer.padding_side == "left"
-    out = {}
-    for k in rows[0]:
-        a = np.full((len(rows), n), fill[k], dtype=np.int64)
-        for i, r in enumerate(rows):
-            v = r[k]
-            if left:
-                a[i, n - len(v):] = v
-            else:
-                a[i, :len(v)] = v
-        out[k] = torch.from_numpy(a)
-    return out
-
-
-class DistillCollator:
-    """Pads student inputs with the student tokenizer and ``teacher_*`` inputs with the teacher's."""
-
-    MODEL_KEYS = ("input_ids", "attention_mask", "token_type_ids")
-
-    def __init__(self, tokenizer, teacher_tokenizer=None, regression: bool = False, pad_to_multiple_of: int | None = None):
-        self.tokenizer, self.teacher_tokenizer, self.regression = tokenizer, teacher_tokenizer, regression
-        self.pad_to_multiple_of = pad_to_multiple_of
-
-    def __call__(self, features: list[dict]) -> dict:
-        import torch
-
-        batch = self._pad(features, "", self.tokenizer)
-        if self.teacher_tokenizer is not None and "teacher_input_ids" in features[0]:
-            batch.update({f"teacher_{k}": v for k, v in self._pad(features, "teacher_", self.teacher_tokenizer).items()})
-        if "labels" in features[0]:
-            dtype = torch.float32 if self.regression else torch.long
-            batch["labels"] = torch.tensor([f["labels"] for f in features], dtype=dtype)
-        batch.update(cached_columns(features))  # teacher outputs from the cache, full or top-k
-        return batch
-
-    def _pad(self, features, prefix, tokenizer):
-        rows = [{k: f[prefix + k] for k in self.MODEL_KEYS if prefix + k in f} for f in features]
-        return pad_rows(tokenizer, rows, self.pad_to_multiple_of)

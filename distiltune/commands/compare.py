@@ -10,18 +10,18 @@ import time
 
 import numpy as np
 
-from .errors import DistilTuneError
-from .stages import prepare_output_dir
+from ..errors import DistilTuneError
+from ..pipeline.outputs import prepare_output_dir
 
 STRATEGIES = ("finetune", "distill", "distill_finetune")
 
 
 def _teacher(cfg, out: str, overwrite: bool, resume: bool) -> tuple[str | None, float]:
     """The task-trained teacher every strategy shares: fine-tuned here once if its head is untrained."""
-    from .module_pipeline import pipeline_class
-    from .data import load_task_data
-    from .models import resolve_path
-    from .config_io import save_config
+    from ..pipeline.module_pipeline import pipeline_class
+    from ..data.load import load_task_data
+    from ..models.hf import resolve_path
+    from ..config.io import save_config
 
     if not cfg.teacher:
         return None, 0.0
@@ -51,7 +51,7 @@ def _stats(values: list[float]) -> dict:
 
 
 def compare(cfg, seeds: list[int], strategies: list[str], out: str, overwrite: bool = False, resume: bool = False) -> dict:
-    from .pipeline import run_pipeline
+    from ..pipeline.run import run_pipeline
 
     bad = [s for s in strategies if s not in STRATEGIES]
     if bad:
@@ -118,7 +118,7 @@ def write_compare(out: str, cfg, seeds, runs: dict, teacher_row: dict | None, te
     plot = _plot(out, result)
     if plot:
         result["plots"] = {"strategies": plot}
-    from .report import write_atomic
+    from ..report.build import write_atomic
 
     write_atomic(os.path.join(out, "compare.json"), json.dumps(result, indent=2))
     write_atomic(os.path.join(out, "report.md"), compare_markdown(result))
@@ -152,7 +152,7 @@ def compare_markdown(r: dict) -> str:
 
 
 def _plot(out: str, r: dict) -> str | None:
-    from .plots import _pyplot
+    from ..report.plots import _pyplot
 
     plt = _pyplot()
     names = list(r["strategies"])

@@ -1,0 +1,24 @@
+"""The task (hard-label) loss a model computes from its own logits, as a transformers head does."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..constants import IGNORE_INDEX
+
+
+def hard_label_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy on labelled rows (label != -100), or MSE for one output column (regression,
+    NaN = unlabeled). A batch with no labelled rows gives an exact zero that still has a graph.
+
+    The mean over labelled rows is their sum over their count (at least 1), never a test of
+    "any labelled row?": reading that flag back would stall the host on a GPU at every step."""
+    logits = logits.float()
+    if logits.shape[-1] == 1:
+        labels = labels.float().view(-1)
+        keep = torch.isfinite(labels)
+        err = torch.where(keep, logits.view(-1) - labels.nan_to_num(0.0, 0.0, 0.0), 0.0)
+        return err.pow(2).sum() / keep.sum().clamp(min=1)
+    labels = labels.long()
+    total = F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, reduction="sum")
+    return total / (labels != IGNORE_INDEX).sum().clamp(min=1)
