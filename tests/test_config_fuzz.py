@@ -253,7 +253,7 @@ CLEAN_ERROR_CASES = {
     "fsdp-item-not-str": ({"fsdp": [True]}, []),  # AttributeError: .upper
     "layer-map-inf": ({"layer_map": [[INF, 1]], "losses": ["hidden_mse"]}, []),  # OverflowError, layer_map.py
     "loss-layers-inf": ({"losses": [{"name": "hidden_mse", "layers": [[INF, 0]]}]}, []),
-    "quick-num-labeled-list": ({"num_labeled": [1]}, ["--quick"]),  # TypeError, config_io.py quick_overrides
+    "quick-num-labeled-list": ({"num_labeled": [1]}, ["--quick"]),  # TypeError, config/quick.py quick_overrides
     "quick-final-finetune-epochs-null": ({"final_finetune_epochs": None}, ["--quick"]),
     "newline-in-value": ({"temperature": "a\nb"}, []),  # a two-line error message
     "newline-in-unknown-key": ({"a\nb": 1}, []),
