@@ -69,10 +69,13 @@ def load_models(spec):
 def run_distiltune(spec, teacher, t_tok, student, s_tok, texts, labels, mode, callbacks=()):
     from datasets import Dataset
 
-    from distiltune.models import hf as M
     from distiltune.config.io import build_config
     from distiltune.data.load import TaskData
-    from distiltune.pipeline.run import Pipeline
+    from distiltune.models import hf as M
+    from distiltune.pipeline.checks import plan
+    from distiltune.pipeline.distil_rows import distil_rows
+    from distiltune.pipeline.stages import Made, prepare_terms
+    from distiltune.pipeline.train import train_stage
     from distiltune.training.trainer import finetune_objective
 
     out = os.path.join(spec["work"], f"distiltune_{mode}")
@@ -83,25 +86,24 @@ def run_distiltune(spec, teacher, t_tok, student, s_tok, texts, labels, mode, ca
         weight_decay=0.0, teacher_cache=mode != "distill_live", baseline=False, seed=spec["seed"],
         output_dir=out, report_to="none", save_strategy="no", disable_tqdm=True,
         use_cpu=spec["device"] == "cpu", **spec.get("distiltune_args", {})), "benchmark")
-    p = Pipeline(cfg, overwrite=True)
-    p.extra_callbacks = tuple(callbacks)
     rows = Dataset.from_dict({"text": texts, "labels": labels})
-    p.data = TaskData(train=rows, unlabeled=None, validation=rows.select(range(8)), test=rows.select(range(8)),
-                      label_names=["negative", "positive"], task_type="classification", metric="accuracy",
-                      text_columns=("text",))
+    data = TaskData(train=rows, unlabeled=None, validation=rows.select(range(8)), test=rows.select(range(8)),
+                    label_names=["negative", "positive"], task_type="classification", metric="accuracy",
+                    text_columns=("text",))
+    ctx = plan(cfg, overwrite=True, data=data, callbacks=tuple(callbacks))
     if mode == "finetune":
-        p._train("student", "bench", student, s_tok, p._tok(rows, s_tok), finetune_objective(), spec["epochs"], spec["lr"])
+        train_stage(ctx, "student", "bench", student, s_tok, ctx.task.encode(rows, s_tok), finetune_objective(),
+                    spec["epochs"], spec["lr"])
         stage = "student"
     else:
-        p.teacher_tok = t_tok
-        p.teacher_fp = M.weights_fingerprint(M.resolve_path(spec["teacher"]))
-        objectives = p.prepare_terms(teacher, student, s_tok)
-        train_set = p.distill_train_set(teacher, s_tok, live=mode == "distill_live")
-        p._train("distill", "bench", student, s_tok, train_set, objectives["main"], spec["epochs"], spec["lr"],
-                 teacher=teacher, teacher_tokenizer=t_tok, temperature=cfg.temperature_sched)
+        t = Made(teacher, t_tok, None, M.weights_fingerprint(M.resolve_path(spec["teacher"])))
+        objectives, _ = prepare_terms(ctx, t, Made(student, s_tok, None))
+        train_set, _ = distil_rows(ctx, teacher, s_tok, t_tok, t.fp, live=mode == "distill_live")
+        train_stage(ctx, "distill", "bench", student, s_tok, train_set, objectives["main"], spec["epochs"], spec["lr"],
+                    teacher=teacher, teacher_tokenizer=t_tok, temperature=cfg.temperature_sched)
         stage = "distill"
-    return {"epoch_seconds": [round(s, 3) for s in p.epoch_seconds[stage]],
-            "teacher_logits_seconds": round(p.timings.get("teacher_logits", 0.0), 3),
+    return {"epoch_seconds": [round(s, 3) for s in ctx.records.epoch_seconds[stage]],
+            "teacher_logits_seconds": round(ctx.records.timings.get("teacher_logits", 0.0), 3),
             "precision": "bf16" if cfg.bf16 else "fp16" if cfg.fp16 else "fp32"}
 
 

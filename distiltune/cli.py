@@ -130,7 +130,7 @@ def _advise(argv: list[str]) -> int:
 
 def _export(argv: list[str]) -> int:
     from .export.onnx import ExportCheckFailed
-    from .pipeline.export_stage import export_model
+    from .commands.export import export_model
     from .report.build import summary_table
 
     p = _Args(prog="distiltune export", description="Export a trained model folder to ONNX (and int8), then re-check "

@@ -66,15 +66,16 @@ def test_mlm_refuses_a_model_without_a_masked_lm_head(tmp_path):
 
 def test_augmented_rows_are_distilled_and_their_teacher_logits_cached(tmp_path, task_files, trained_teacher, base_models,
                                                                       capsys):
+    from distiltune.pipeline.distil_rows import distil_rows
     from test_teacher_cache import _pipeline
 
-    p, teacher, student, s_tok = _pipeline(tmp_path, task_files, trained_teacher, base_models["student"], rows=40,
-                                           augment=["mask", "delete", "swap"], augment_factor=2)
-    ds = p.distill_train_set(teacher, s_tok)
-    assert len(ds) == 120 and p.augmented == 80
+    s = _pipeline(tmp_path, task_files, trained_teacher, base_models["student"], rows=40,
+                  augment=["mask", "delete", "swap"], augment_factor=2)
+    ds, augmented = distil_rows(s.ctx, s.teacher.model, s.student.tokenizer, s.teacher.tokenizer, s.fp)
+    assert len(ds) == 120 and augmented == 80
     assert list(ds["labels"][40:]) == [-100] * 80 and "teacher_logits" in ds.column_names
     assert "teacher labelled 120 rows once" in capsys.readouterr().out
-    p.distill_train_set(teacher, s_tok)  # same seed, same copies: the cache is reused
+    distil_rows(s.ctx, s.teacher.model, s.student.tokenizer, s.teacher.tokenizer, s.fp)  # same seed, same copies: the cache is reused
     assert "teacher labelled" not in capsys.readouterr().out
 
 

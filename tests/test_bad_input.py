@@ -257,12 +257,10 @@ def test_too_little_disk_is_refused_before_training(capsys, tmp_path, task_files
 
 def test_runtime_failure_exits_1_with_one_line_and_a_crash_log(capsys, tmp_path, task_files, base_models,
                                                               trained_teacher, monkeypatch):
-    from distiltune.pipeline.run import Pipeline
-
-    def broken(self):
+    def broken(ctx, teacher):
         raise RuntimeError("simulated failure\nsecond line")
 
-    monkeypatch.setattr(Pipeline, "student_init", lambda self, teacher: broken(self))
+    monkeypatch.setattr("distiltune.pipeline.run.student_init", broken)
     out = tmp_path / "out"
     code = main(["run", *base_args(task_files, out, trained_teacher, base_models["student"])])
     err = capsys.readouterr().err

@@ -6,7 +6,7 @@ import torch._dynamo.utils as DU
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from distiltune.models import hf as M
-from test_teacher_cache import _losses, _pipeline
+from test_teacher_cache import _losses, _pipeline, _rows
 
 
 def test_compiled_student_distils_with_the_eager_losses(tmp_path, task_files, trained_teacher, base_models):
@@ -18,9 +18,8 @@ def test_compiled_student_distils_with_the_eager_losses(tmp_path, task_files, tr
     runs = []
     DU.counters.clear()
     for name, compile_ in (("eager", False), ("compiled", True)):
-        p, teacher, student, s_tok = _pipeline(tmp_path / name, task_files, trained_teacher, path,
-                                               torch_compile=compile_)
-        runs.append(_losses(p, teacher, M.cpu_copy(student), s_tok, p.distill_train_set(teacher, s_tok)))
+        s = _pipeline(tmp_path / name, task_files, trained_teacher, path, torch_compile=compile_)
+        runs.append(_losses(s, M.cpu_copy(s.student.model), _rows(s)))
     eager, compiled = runs
     # the student really ran compiled, in one graph
     assert DU.counters["stats"]["unique_graphs"] >= 1 and not DU.counters["graph_break"]

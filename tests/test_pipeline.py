@@ -219,9 +219,7 @@ def test_validation_each_epoch_keeps_the_best_checkpoint_and_stops_early(tmp_pat
     import numpy as np
 
     from distiltune.config.io import build_config, read_yaml
-    from distiltune.data.load import load_task_data
-    from distiltune.models.inference import predict_logits
-    from distiltune.pipeline.run import Pipeline
+    from distiltune.pipeline.checks import open_task
 
     out = tmp_path / "run"
     code = main(["distill", *cli_args(task_files, out, trained_teacher, base_models["student"], "--num_labeled", "40",
@@ -237,11 +235,11 @@ def test_validation_each_epoch_keeps_the_best_checkpoint_and_stops_early(tmp_pat
     assert f"kept the checkpoint of epoch {c['best_epoch']:g}" in (out / "report.md").read_text()
     # The saved student is the best checkpoint, not the last one: same validation accuracy.
     cfg = build_config(read_yaml(str(out / "config.yaml")))
-    p = Pipeline.detached(cfg)
-    p.data = load_task_data(cfg)
-    model, tok, _ = p._load_model(str(out / "student"), "student")
-    val = p._tok(p.data.validation, tok)
-    acc = float(np.mean(predict_logits(model, p._padder(tok), val, progress=False).argmax(-1) == np.asarray(val["labels"])))
+    task = open_task(cfg).task
+    student = task.load(str(out / "student"), "student")
+    val = task.encode(task.data.validation, student.tokenizer)
+    predictions = task.predict(student.model, val, task.batcher(student.tokenizer))
+    acc = float(np.mean(predictions.argmax(-1) == np.asarray(val["labels"])))
     assert acc == pytest.approx(c["best"])
 
 

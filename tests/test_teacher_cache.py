@@ -1,6 +1,8 @@
 """The teacher-output cache: same losses as the live teacher, keyed by example, rebuilt when stale."""
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -10,12 +12,20 @@ from distiltune.models import hf as M
 from distiltune.data import teacher_cache as TC
 
 
-def _pipeline(tmp_path, task_files, trained_teacher, student, rows=96, **changes):
+class Setup(NamedTuple):
+    ctx: object       # the run's checked state (distiltune.pipeline.checks.plan)
+    teacher: object   # Loaded teacher
+    student: object   # Loaded student
+    fp: str           # the teacher's fingerprint
+
+
+def _pipeline(tmp_path, task_files, trained_teacher, student, rows=96, subset=None, **changes):
+    """A checked run (public API: plan + the task's loaders) over the first ``rows`` training rows."""
     from datasets import Dataset
 
-    from distiltune.config.io import build_config
+    from distiltune.config.io import build_config, save_config
     from distiltune.data.load import TaskData
-    from distiltune.pipeline.run import Pipeline
+    from distiltune.pipeline.checks import plan
 
     values = dict(strategy="distill", teacher=trained_teacher, student=student, per_device_train_batch_size=16,
                   num_train_epochs=1, learning_rate=1e-3, temperature=2.0, distill_weight=0.7, mixed_precision="no",
@@ -23,49 +33,58 @@ def _pipeline(tmp_path, task_files, trained_teacher, student, rows=96, **changes
                   logging_steps=1, baseline=False, seed=0, max_length=32, train_sampling_strategy="random")
     values.update(changes)
     cfg = build_config(values, "test")
-    p = Pipeline(cfg, resume=True)
     df = pd.read_csv(task_files["train"]).head(rows)
     ds = Dataset.from_dict({"sentence": list(df.sentence), "labels": [int(l == "pos") for l in df.label]})
-    p.data = TaskData(train=ds, unlabeled=None, validation=ds.select(range(8)), test=ds.select(range(8)),
-                      label_names=["neg", "pos"], task_type="classification", metric="accuracy", text_columns=("sentence",))
-    teacher, t_tok, _ = p._load_model(trained_teacher, "teacher")
-    student_model, s_tok, _ = p._load_model(student, "student")
-    p.teacher_tok, p.teacher_fp = t_tok, M.weights_fingerprint(trained_teacher)
-    p.prepare_terms(teacher, student_model, s_tok)
-    return p, teacher, student_model, s_tok
+    train = ds if subset is None else ds.select(subset)
+    data = TaskData(train=train, unlabeled=None, validation=ds.select(range(8)), test=ds.select(range(8)),
+                    label_names=["neg", "pos"], task_type="classification", metric="accuracy", text_columns=("sentence",))
+    config = tmp_path / "run" / "config.yaml"
+    ctx = plan(cfg, resume=config.exists(), data=data)  # a second setup on the same folder continues it
+    save_config(cfg, str(config))
+    return Setup(ctx, ctx.task.load(trained_teacher, "teacher"), ctx.task.load(student, "student"),
+                 M.weights_fingerprint(trained_teacher))
 
 
-def _losses(p, teacher, student, s_tok, train_set):
-    p._train("distill", "t", student, s_tok, train_set, p.cfg.objectives["main"], 1, p.cfg.learning_rate,
-             teacher=teacher, teacher_tokenizer=p.teacher_tok, temperature=p.cfg.temperature_sched)
+def _rows(s: Setup, live: bool = False, teacher_fp: str | None = None):
+    """The distillation rows of a setup (teacher outputs cached unless ``live``)."""
+    from distiltune.pipeline.distil_rows import distil_rows
+
+    return distil_rows(s.ctx, s.teacher.model, s.student.tokenizer, s.teacher.tokenizer, teacher_fp or s.fp, live=live)[0]
+
+
+def _losses(s: Setup, student, train_set):
+    from distiltune.pipeline.train import train_stage
+
+    cfg = s.ctx.cfg
+    train_stage(s.ctx, "distill", "t", student, s.student.tokenizer, train_set, cfg.objectives["main"], 1, cfg.learning_rate,
+                teacher=s.teacher.model, teacher_tokenizer=s.teacher.tokenizer, temperature=cfg.temperature_sched)
     import json
     import os
 
-    hist = json.load(open(os.path.join(p.out, "logs", "distill.json")))
+    hist = json.load(open(os.path.join(s.ctx.out, "logs", "distill.json")))
     return [(h["loss_ce"], h["loss_kd"]) for h in hist if "loss_kd" in h]
 
 
 def test_shuffled_cached_run_computes_the_live_teachers_losses(tmp_path, task_files, trained_teacher, base_models):
     """Same shuffled batches, cached logits vs the teacher every step: the same loss terms at every step
     (the teacher and student tokenise differently, so the cache also replaces the teacher's own inputs)."""
-    p, teacher, student, s_tok = _pipeline(tmp_path, task_files, trained_teacher, base_models["student"])
-    cached = p.distill_train_set(teacher, s_tok)
+    s = _pipeline(tmp_path, task_files, trained_teacher, base_models["student"])
+    cached = _rows(s)
     assert "teacher_logits" in cached.column_names and "teacher_input_ids" not in cached.column_names
-    live = p.distill_train_set(teacher, s_tok, live=True)
-    a = _losses(p, teacher, M.cpu_copy(student), s_tok, cached)
-    b = _losses(p, teacher, M.cpu_copy(student), s_tok, live)
+    live = _rows(s, live=True)
+    a = _losses(s, M.cpu_copy(s.student.model), cached)
+    b = _losses(s, M.cpu_copy(s.student.model), live)
     assert len(a) == len(b) == 6
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
 
 
 def test_topk_with_k_equal_to_the_classes_equals_the_full_cache(tmp_path, task_files, trained_teacher, base_models):
-    p, teacher, student, s_tok = _pipeline(tmp_path, task_files, trained_teacher, base_models["student"])
-    full = _losses(p, teacher, M.cpu_copy(student), s_tok, p.distill_train_set(teacher, s_tok))
-    p2, teacher2, student2, s_tok2 = _pipeline(tmp_path / "k", task_files, trained_teacher, base_models["student"],
-                                               teacher_cache_topk=2)
-    topk_set = p2.distill_train_set(teacher2, s_tok2)
+    s = _pipeline(tmp_path, task_files, trained_teacher, base_models["student"])
+    full = _losses(s, M.cpu_copy(s.student.model), _rows(s))
+    s2 = _pipeline(tmp_path / "k", task_files, trained_teacher, base_models["student"], teacher_cache_topk=2)
+    topk_set = _rows(s2)
     assert "teacher_topk_values" in topk_set.column_names
-    np.testing.assert_allclose(np.asarray(_losses(p2, teacher2, M.cpu_copy(student2), s_tok2, topk_set)),
+    np.testing.assert_allclose(np.asarray(_losses(s2, M.cpu_copy(s2.student.model), topk_set)),
                                np.asarray(full), rtol=1e-6, atol=1e-7)
 
 
@@ -91,26 +110,25 @@ def test_topk_form_keeps_the_top_logits_and_the_tail_mass_at_each_temperature():
 
 def test_cache_is_reused_rebuilt_when_stale_and_checked_on_first_use(tmp_path, task_files, trained_teacher, base_models,
                                                                      capsys):
-    p, teacher, student, s_tok = _pipeline(tmp_path, task_files, trained_teacher, base_models["student"])
-    first = np.asarray(p.distill_train_set(teacher, s_tok)["teacher_logits"])
+    s = _pipeline(tmp_path, task_files, trained_teacher, base_models["student"])
+    first = np.asarray(_rows(s)["teacher_logits"])
     assert "teacher labelled 96 rows once" in capsys.readouterr().out
-    again = np.asarray(p.distill_train_set(teacher, s_tok)["teacher_logits"])  # unchanged inputs: read back, not recomputed
+    again = np.asarray(_rows(s)["teacher_logits"])  # unchanged inputs: read back, not recomputed
     assert "teacher labelled" not in capsys.readouterr().out
     np.testing.assert_array_equal(first, again)
 
     with torch.no_grad():  # the teacher changed in memory but claims the same weights: the first-use check sees it
-        teacher.classifier.bias += 1.0
-    moved = np.asarray(p.distill_train_set(teacher, s_tok)["teacher_logits"])
+        s.teacher.model.classifier.bias += 1.0
+    moved = np.asarray(_rows(s)["teacher_logits"])
     out = capsys.readouterr().out
     assert "disagree with the teacher" in out and "teacher labelled 96 rows once" in out
     np.testing.assert_allclose(moved, first + 1.0, atol=1e-4)
 
-    p.teacher_fp = "retrained"  # a retrained teacher has a new fingerprint
-    p.distill_train_set(teacher, s_tok)
+    _rows(s, teacher_fp="retrained")  # a retrained teacher has a new fingerprint
     assert "stale (the teacher's weights changed)" in capsys.readouterr().out
 
-    p.cfg.max_length = 8  # tokenisation changed: other teacher inputs
-    p.distill_train_set(teacher, s_tok)
+    shorter = _pipeline(tmp_path, task_files, trained_teacher, base_models["student"], max_length=8)
+    _rows(shorter, teacher_fp="retrained")  # tokenisation changed: other teacher inputs
     assert "stale (the data or its tokenisation changed)" in capsys.readouterr().out
 
 
@@ -119,14 +137,15 @@ def test_cached_logits_follow_each_example_not_its_position(tmp_path, task_files
     from distiltune.data.collate import Padder
     from distiltune.models.inference import predict_logits
 
-    p, teacher, student, s_tok = _pipeline(tmp_path, task_files, trained_teacher, base_models["student"])
-    p.distill_train_set(teacher, s_tok)
+    s = _pipeline(tmp_path, task_files, trained_teacher, base_models["student"])
+    _rows(s)
     capsys.readouterr()
-    p.data.train = p.data.train.select(list(range(95, -1, -2)))  # reversed, every other row
-    ds = p.distill_train_set(teacher, s_tok)
+    reordered = _pipeline(tmp_path, task_files, trained_teacher, base_models["student"],
+                          subset=list(range(95, -1, -2)))  # reversed, every other row
+    ds = _rows(reordered)
     assert "teacher labelled" not in capsys.readouterr().out
-    t_ds = p._tok(p.data.train, p.teacher_tok)
-    expected = predict_logits(teacher, Padder(p.teacher_tok), t_ds, progress=False)
+    t_ds = reordered.ctx.task.encode(reordered.ctx.data.train, reordered.teacher.tokenizer)
+    expected = predict_logits(reordered.teacher.model, Padder(reordered.teacher.tokenizer), t_ds, progress=False)
     np.testing.assert_allclose(np.asarray(ds["teacher_logits"]), expected, atol=1e-4)
 
 

@@ -11,27 +11,26 @@ import time
 import numpy as np
 
 from ..errors import DistilTuneError
-from ..pipeline.outputs import prepare_output_dir
+from ..pipeline.outputs import check_output_dir, clear_previous, holds_run
 
 STRATEGIES = ("finetune", "distill", "distill_finetune")
 
 
 def _teacher(cfg, out: str, overwrite: bool, resume: bool) -> tuple[str | None, float]:
     """The task-trained teacher every strategy shares: fine-tuned here once if its head is untrained."""
-    from ..pipeline.module_pipeline import pipeline_class
-    from ..data.load import load_task_data
-    from ..models.hf import resolve_path
     from ..config.io import save_config
+    from ..models.hf import resolve_path
+    from ..pipeline.checks import plan
+    from ..pipeline.stages import teacher_stage
 
     if not cfg.teacher:
         return None, 0.0
-    p = pipeline_class(cfg)(cfg, overwrite=overwrite, resume=resume, out=os.path.join(out, "teacher_run"))
-    p.check_inputs()
-    p.data = load_task_data(cfg)
-    save_config(cfg, os.path.join(p.out, "config.yaml"))  # travels with the fine-tuned teacher
+    run_dir = os.path.join(out, "teacher_run")
+    ctx = plan(cfg, overwrite=overwrite, resume=resume and holds_run(run_dir), out=run_dir)
+    save_config(cfg, os.path.join(ctx.out, "config.yaml"))  # travels with the fine-tuned teacher
     t0 = time.perf_counter()
-    _, _, path = p.teacher_stage()
-    return resolve_path(path), time.perf_counter() - t0
+    teacher = teacher_stage(ctx)
+    return resolve_path(teacher.path), time.perf_counter() - t0
 
 
 def budget(cfg, strategy: str) -> dict:
@@ -60,8 +59,15 @@ def compare(cfg, seeds: list[int], strategies: list[str], out: str, overwrite: b
         raise DistilTuneError("comparing distillation strategies needs a teacher", "set teacher: <model folder or hub name>")
     if not seeds:
         raise DistilTuneError("no seeds to run", "give --seeds N with N >= 1")
-    prepare_output_dir(out, overwrite, resume)
-    teacher, teacher_seconds = _teacher(cfg, out, overwrite, resume)
+    if overwrite and resume:
+        raise DistilTuneError("--overwrite and --resume were both given", "pass only one of them")
+    resume = resume and os.path.isdir(out)  # a compare stopped before its first run left nothing to continue
+    if not resume:
+        check_output_dir(out, overwrite, resume=False)
+    teacher, teacher_seconds = _teacher(cfg, out, overwrite, resume)  # checked first, then its folder is made
+    if overwrite:
+        clear_previous(out)  # the previous compare's summary and plots; each run folder is replaced by its own run
+    os.makedirs(out, exist_ok=True)
     runs: dict[str, list[dict]] = {s: [] for s in strategies}
     teacher_row = None
     for seed in seeds:
@@ -73,7 +79,7 @@ def compare(cfg, seeds: list[int], strategies: list[str], out: str, overwrite: b
                 **budget(cfg, strategy))
             print(f"[distiltune] compare: {strategy}, seed {seed} -> {run_dir}")
             t0 = time.perf_counter()
-            report = run_pipeline(run_cfg, overwrite=overwrite, resume=resume)
+            report = run_pipeline(run_cfg, overwrite=overwrite, resume=resume and holds_run(run_dir))
             report["wall_s"] = time.perf_counter() - t0
             runs[strategy].append(report)
             teacher_row = teacher_row or report["models"].get("teacher")

@@ -6,7 +6,7 @@ transformers (int8 weights, activations quantised per call), static QDQ quantisa
 training rows for convolutional networks, where the dynamic kind gains nothing. The tokenizer,
 ``distiltune_export.json`` and ``predict.py`` (a copy of :mod:`distiltune.export.predict`) travel
 with the files, so a plain onnxruntime session or ``python predict.py`` serves them.
-The re-check (metric, agreement with PyTorch, latency) is the pipeline's: see ``Pipeline.export_student``.
+The re-check (metric, agreement with PyTorch, latency) is the pipeline's: see :func:`distiltune.pipeline.export_stage.export_student`.
 """
 from __future__ import annotations
 

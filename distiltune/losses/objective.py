@@ -123,3 +123,12 @@ def describe(objective: list[tuple]) -> str:
         opts = ", ".join(f"{k}={v}" for k, v in options.items() if k != "key")
         parts.append(f"{weight}·{name}" + (f"({opts})" if opts else ""))
     return " + ".join(parts)
+
+
+def token_terms_error(objective: list[tuple]) -> DistilTuneError:
+    names = sorted({n for n, _, o in objective if needs([(n, None, o)], "token_level")})
+    return DistilTuneError(
+        f"the teacher and student tokenizers differ, so token-level term(s) {', '.join(names)} would compare "
+        "misaligned token positions",
+        "use sequence-level terms: pool: mean (or cls) on hidden_mse/hidden_cosine, or rkd_distance, rkd_angle, sp; "
+        "or student: from_teacher (shares the teacher's tokenizer)")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import os
 import re
 
@@ -244,3 +245,31 @@ def cpu_copy(model):
     if isinstance(model, nn.Module):
         return plain_model(copy.deepcopy(model)).float().to("cpu").eval()
     return model
+
+
+def weights_bytes(path: str | None) -> int | None:
+    """Size of a local model folder's weights (None for hub names: unknown before download)."""
+    if not path or not os.path.isdir(path):
+        return None
+    return sum(os.path.getsize(os.path.join(path, f)) for f in os.listdir(path)
+               if f.endswith((".safetensors", ".bin", ".pt")) and os.path.isfile(os.path.join(path, f)))
+
+
+def head_in_checkpoint(path: str) -> bool | None:
+    """Whether a local safetensors checkpoint holds a classification head; None when unknown
+    (hub names, .bin files). Reads only the file headers, not the weights."""
+    if not os.path.isdir(path):
+        return None
+    index = os.path.join(path, "model.safetensors.index.json")
+    if os.path.isfile(index):
+        with open(index) as f:
+            keys = list(json.load(f).get("weight_map", {}))
+    elif os.path.isfile(os.path.join(path, "model.safetensors")):
+        from safetensors import safe_open
+
+        with safe_open(os.path.join(path, "model.safetensors"), "pt") as f:
+            keys = list(f.keys())
+    else:
+        return None
+    return any(k.split(".")[0] in ("classifier", "score") or ".classifier." in k or ".score." in k
+               or k.startswith(("classifier", "score")) for k in keys)

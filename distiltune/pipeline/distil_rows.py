@@ -1,70 +1,55 @@
-"""The distillation rows: labelled + unlabeled (+ seeded augmented copies), tokenised for the
-student, with the teacher's logits joined from the teacher-output cache (a Pipeline mixin)."""
+"""The distillation rows: labelled + unlabeled (+ seeded augmented copies), encoded for the student,
+with the teacher's outputs joined from the teacher-output cache."""
 from __future__ import annotations
 
 import os
 
+from accelerate import PartialState
 from datasets import concatenate_datasets
 
-from ..models.inference import predict_logits
+from ..constants import IGNORE_INDEX
+from ..data.teacher_cache import TeacherCache
 
 
-class DistillDataStage:
-    def mlm_filler(self):
-        """The masked LM for augment 'mlm' (loaded once), or None."""
-        if not (self.cfg.augment and "mlm" in self.cfg.augment):
-            return None
-        if getattr(self, "_mlm", None) is None:
-            from ..data.augment import MLMFiller
+def _augmented(ctx, rows, s_tok):
+    """Seeded augmented copies of ``rows`` (made once per process and rows), or None."""
+    cfg, data = ctx.cfg, ctx.data
+    if not cfg.augment:
+        return None
+    from ..data.augment import expand
 
-            self._mlm = MLMFiller(self.cfg.augment_mlm_model or self.cfg.teacher)
-        return self._mlm
+    memo = ctx.memo.setdefault("augmented_rows", {})
+    if rows._fingerprint not in memo:
+        print(f"[distiltune] augmenting {len(rows)} rows x {cfg.augment_factor or 1} ({', '.join(cfg.augment)}, "
+              f"p={cfg.augment_prob:g}, seed {cfg.seed})")
+        memo[rows._fingerprint] = expand(rows, data.text_columns, cfg.augment, cfg.augment_factor or 1, cfg.augment_prob,
+                                         cfg.seed, s_tok.mask_token or s_tok.unk_token or "_", ctx.mlm_filler,
+                                         float("nan") if data.task_type == "regression" else IGNORE_INDEX)
+    return memo[rows._fingerprint]
 
-    def distill_train_set(self, teacher, s_tok, live: bool = False):
-        """Labelled + unlabeled rows, tokenised for the student. Teacher logits are attached once
-        (cached) unless ``live``: then the teacher runs every step, on its own tokenisation when
-        its tokenizer differs from the student's."""
-        cfg, data = self.cfg, self.data
-        rows = data.train if data.unlabeled is None else concatenate_datasets([data.train, data.unlabeled])
-        self.augmented = 0
-        if cfg.augment:
-            from ..data.augment import expand
-            from ..constants import IGNORE_INDEX
 
-            aug = self.__dict__.setdefault("_augmented_rows", {}).get(rows._fingerprint)
-            if aug is None:
-                print(f"[distiltune] augmenting {len(rows)} rows x {cfg.augment_factor or 1} ({', '.join(cfg.augment)}, "
-                      f"p={cfg.augment_prob:g}, seed {cfg.seed})")
-                aug = expand(rows, data.text_columns, cfg.augment, cfg.augment_factor or 1, cfg.augment_prob, cfg.seed,
-                             s_tok.mask_token or s_tok.unk_token or "_", self.mlm_filler(),
-                             float("nan") if data.task_type == "regression" else IGNORE_INDEX)
-                self._augmented_rows[rows._fingerprint] = aug
-            self.augmented = len(aug)
-            rows = concatenate_datasets([rows, aug])
-        ds = self._tok(rows, s_tok)
-        if live or not cfg.teacher_cache:
-            return ds if self.same_tokenizer else self._tok(ds, self.teacher_tok, prefix="teacher_")
-        from accelerate import PartialState
-
-        from ..data.teacher_cache import TeacherCache
-
-        prefix = "" if self.same_tokenizer else "teacher_"  # shared tokenisation: read the student's columns
-        t_ds = ds if self.same_tokenizer else self._tok(ds, self.teacher_tok, prefix="teacher_")
-        padder = self._padder(s_tok, self.teacher_tok)
-        columns = [f"{prefix}{k}" for k in padder.keys if f"{prefix}{k}" in t_ds.column_names]
-
-        def predict(rows):
-            teacher.to(cfg.device)  # the training device (a GPU when there is one), not where it was loaded
-            # inference keeps no activations for backward: on a GPU, bigger batches fill it
-            return predict_logits(teacher, padder, rows, batch_size=64 if cfg.device.type == "cpu" else 256,
-                                  bf16=cfg.bf16, desc="teacher logits",
-                                  prefix=prefix, progress=not cfg.disable_tqdm and len(rows) > 64)
-
-        cache = TeacherCache(os.path.join(self.out, "cache", "teacher"), self.teacher_fp, cfg.teacher_cache_topk,
-                             "bf16" if cfg.bf16 else "fp32")
-        with PartialState().main_process_first():  # one process computes it; the others then read it
-            out = cache.attach(ds, t_ds, columns, predict)
-        if cache.built_seconds is not None:
-            print(f"[distiltune] teacher labelled {len(rows)} rows once (cached in {cache.root}; reused every epoch)")
-            self.timings["teacher_logits"] = cache.built_seconds
-        return out
+def distil_rows(ctx, teacher, s_tok, t_tok, teacher_fp: str, live: bool = False) -> tuple:
+    """``(rows, augmented)``: labelled + unlabeled rows encoded for the student, and how many of them
+    are augmented copies. The teacher's outputs are attached once (cached) unless ``live`` or the
+    cache is off: then the teacher runs every step, on its own encoding when it reads other inputs."""
+    cfg, data, task = ctx.cfg, ctx.data, ctx.task
+    rows = data.train if data.unlabeled is None else concatenate_datasets([data.train, data.unlabeled])
+    aug = _augmented(ctx, rows, s_tok)
+    if aug is not None:
+        rows = concatenate_datasets([rows, aug])
+    n_aug = 0 if aug is None else len(aug)
+    ds = task.encode(rows, s_tok)
+    same = task.same_inputs(s_tok, t_tok)
+    t_ds, prefix = task.teacher_inputs(ds, s_tok, t_tok, same)
+    if live or not cfg.teacher_cache:
+        return t_ds, n_aug
+    batcher = task.batcher(s_tok, t_tok)
+    columns = [f"{prefix}{k}" for k in batcher.keys if f"{prefix}{k}" in t_ds.column_names]
+    cache = TeacherCache(os.path.join(ctx.out, "cache", "teacher"), teacher_fp, cfg.teacher_cache_topk,
+                         "bf16" if cfg.bf16 else "fp32")
+    with PartialState().main_process_first():  # one process computes it; the others then read it
+        out = cache.attach(ds, t_ds, columns, lambda r: task.teacher_outputs(teacher, r, batcher, prefix))
+    if cache.built_seconds is not None:
+        print(f"[distiltune] teacher labelled {len(rows)} rows once (cached in {cache.root}; reused every epoch)")
+        ctx.records.timings["teacher_logits"] = cache.built_seconds
+    return out, n_aug

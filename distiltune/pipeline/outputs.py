@@ -22,6 +22,9 @@ def check_output_dir(path: str, overwrite: bool, resume: bool) -> None:
     if os.path.isdir(path) and os.listdir(path) and not (overwrite or resume):
         raise DistilTuneError(f"output_dir {path} already holds files (a previous run?)",
                               "pass --resume to continue it, --overwrite to replace it, or choose another --output-dir")
+    if resume and not holds_run(path):
+        raise DistilTuneError(f"--resume was given but output_dir {path} holds no run to continue",
+                              "drop --resume to start a new run there, or point --output-dir at the run to continue")
     parent = os.path.dirname(os.path.abspath(path))
     while not os.path.exists(parent):
         parent = os.path.dirname(parent)
@@ -29,17 +32,26 @@ def check_output_dir(path: str, overwrite: bool, resume: bool) -> None:
         raise DistilTuneError(f"output_dir {path} is not writable", "choose a folder you can write to")
 
 
+def holds_run(path: str) -> bool:
+    """Whether ``path`` holds a run: its resolved config, written once the run's checks have passed."""
+    return os.path.isfile(os.path.join(path, "config.yaml"))
+
+
 def prepare_output_dir(path: str, overwrite: bool, resume: bool) -> None:
     check_output_dir(path, overwrite, resume)
-    if os.path.isdir(path) and os.listdir(path):
-        if overwrite:
-            for entry in RUN_ENTRIES:
-                p = os.path.join(path, entry)
-                if os.path.isdir(p):
-                    shutil.rmtree(p)
-                elif os.path.exists(p):
-                    os.remove(p)
+    if overwrite:
+        clear_previous(path)
     os.makedirs(path, exist_ok=True)
+
+
+def clear_previous(path: str) -> None:
+    """Remove what a previous run wrote in ``path`` (only that, never unrelated user files)."""
+    for entry in RUN_ENTRIES if os.path.isdir(path) else ():
+        p = os.path.join(path, entry)
+        if os.path.isdir(p):
+            shutil.rmtree(p)
+        elif os.path.exists(p):
+            os.remove(p)
 
 
 def fingerprint(*parts) -> str:

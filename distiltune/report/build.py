@@ -12,14 +12,17 @@ import torch
 KEYS = ("metric", "params", "size_mb", "latency_ms_p50", "latency_ms_p95", "throughput_sps")
 
 
-def model_card(name: str, how: str, cfg, data) -> str:
+def model_card(name: str, how: str, cfg, data, pipeline_tag: str = "text-classification") -> str:
     labels = ", ".join(data.label_names) if data.label_names else "regression"
-    return (f"---\nlibrary_name: transformers\npipeline_tag: text-classification\ntags: [distiltune]\n---\n"
+    use = (f"```python\nfrom transformers import pipeline\nclf = pipeline('{pipeline_tag}', model='<this folder>')\n```\n"
+           if pipeline_tag else "")
+    columns = f"- Text columns: {', '.join(data.text_columns)}; max length {cfg.max_length} tokens.\n" if pipeline_tag else \
+        f"- Input column: {', '.join(data.text_columns)}.\n"
+    return ("---\nlibrary_name: transformers\n" + (f"pipeline_tag: {pipeline_tag}\n" if pipeline_tag else "")
+            + "tags: [distiltune]\n---\n"
             f"# {name}\n\nMade by distiltune (strategy `{cfg.strategy}`).\n\n"
-            f"- How: {how}.\n- Task: {data.task_type} ({labels}); main metric {data.metric}.\n"
-            f"- Text columns: {', '.join(data.text_columns)}; max length {cfg.max_length} tokens.\n"
-            f"- Seed {cfg.seed}. The full resolved configuration is `distiltune_config.yaml` in this folder.\n\n"
-            "```python\nfrom transformers import pipeline\nclf = pipeline('text-classification', model='<this folder>')\n```\n")
+            f"- How: {how}.\n- Task: {data.task_type} ({labels}); main metric {data.metric}.\n" + columns +
+            f"- Seed {cfg.seed}. The full resolved configuration is `distiltune_config.yaml` in this folder.\n\n" + use)
 
 
 def _num(x: float) -> str:

@@ -1,0 +1,140 @@
+"""A run is planned, checked, then executed: :func:`plan` resolves the task and its data, checks
+everything that needs no training (config, output folder, data, the models' files and label sets,
+the loss terms against weightless copies of the models, free disk) and reports every problem at
+once, one line each with its fix. Only when all pass does it touch the output folder."""
+from __future__ import annotations
+
+import os
+import shutil
+
+from accelerate import PartialState
+
+from ..errors import DistilTuneError, Problems
+from .context import RunContext
+from .outputs import StageBook, check_output_dir, prepare_output_dir
+
+
+def check_config(cfg, problems: Problems) -> None:
+    """What the config alone must satisfy for any task."""
+    with problems.check():
+        if cfg.strategy in ("distill", "distill_finetune") and not cfg.teacher:
+            raise DistilTuneError(f"strategy '{cfg.strategy}' needs a teacher", "set teacher: <model folder or hub name>")
+    with problems.check():
+        if not cfg.student:
+            raise DistilTuneError("no student given", "set student: <model folder or hub name>, or student: from_teacher")
+        if cfg.student == "from_teacher" and not cfg.teacher:
+            raise DistilTuneError("student: from_teacher needs a teacher", "set teacher, or name a pretrained student")
+    with problems.check():
+        if cfg.export:  # before hours of training, not after
+            from ..export.onnx import require_runtime
+
+            require_runtime()
+
+
+def load_mlm_filler(cfg):
+    """The masked LM of augment 'mlm', loaded (with its head) before any training, or None."""
+    if not (cfg.augment and "mlm" in cfg.augment and cfg.strategy != "finetune" and (cfg.teacher or cfg.augment_mlm_model)):
+        return None
+    from ..data.augment import MLMFiller
+
+    return MLMFiller(cfg.augment_mlm_model or cfg.teacher)
+
+
+def check_disk(out: str, need: int) -> None:
+    """Refuse a run whose checkpoints would not fit on output_dir's disk."""
+    probe = os.path.abspath(out)
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    free = shutil.disk_usage(probe).free
+    if need > free:
+        raise DistilTuneError(
+            f"output_dir's disk has {free / 1e9:.2f} GB free but this run's checkpoints and models need about "
+            f"{need / 1e9:.2f} GB", "free disk space, lower save_total_limit, or point output_dir to a larger disk")
+
+
+def disk_needed(cfg, task) -> int:
+    """Bytes the run writes at its peak: a stage's checkpoints (weights + two Adam moments each)
+    beside the final teacher, student and baseline folders. Unknown sizes (hub names) count 0."""
+    t = task.weights_bytes("teacher") or 0
+    s = task.weights_bytes("student")
+    s = s if s is not None else t // 2  # from_teacher: part of its layers
+    saving = str(getattr(cfg.save_strategy, "value", cfg.save_strategy)) != "no"
+    per_stage = 3 * max(t if cfg.finetune_teacher != "no" else 0, s) * ((cfg.save_total_limit or 3) if saving else 0)
+    return per_stage + t + 2 * s
+
+
+def build_task(cfg, problems: Problems, data=None):
+    """The task of ``cfg`` over its data (loaded unless given), or None when either check failed."""
+    from ..data.load import load_task_data
+    from ..tasks import task_class
+
+    cls = None
+    with problems.check():
+        cls = task_class(cfg)
+    if cls is None:
+        return None
+    cls.check_config(cfg, problems)
+    with problems.check():
+        return cls(cfg, data if data is not None else load_task_data(cfg))
+    return None
+
+
+def plan(cfg, overwrite: bool = False, resume: bool = False, out: str | None = None, data=None,
+         callbacks: tuple = ()) -> RunContext:
+    """Check everything, then prepare the run folder; returns the run's state. ``data`` (a
+    :class:`~distiltune.data.load.TaskData`) replaces loading the config's data."""
+    out = out or cfg.output_dir
+    P = Problems()
+    state = PartialState()
+    if state.is_main_process:  # the other ranks would see rank 0's new files
+        with P.check():
+            check_output_dir(out, overwrite, resume)
+    check_config(cfg, P)
+    mlm = None
+    with P.check():
+        mlm = load_mlm_filler(cfg)
+    task = build_task(cfg, P, data)
+    if task is not None:
+        task.check_models(P)
+        if not P.found and cfg.strategy != "finetune" and cfg.teacher:  # terms are checked against models that load
+            objectives = cfg.objectives
+            task.check_terms(objectives["intermediate"] + objectives["main"], P)
+        with P.check():
+            check_disk(out, disk_needed(cfg, task))
+    P.raise_all()
+    if state.is_main_process:  # only rank 0 clears and writes the output folder
+        prepare_output_dir(out, overwrite, resume)
+    state.wait_for_everyone()
+    book = StageBook(out, reuse=resume, write=state.is_main_process)
+    return RunContext(cfg=cfg, task=task, out=out, resume=resume, book=book, callbacks=tuple(callbacks), mlm_filler=mlm)
+
+
+def open_task(cfg):
+    """The task and data of ``cfg`` for work on finished models (``distiltune export``): checked, no run folder."""
+    P = Problems()
+    task = build_task(cfg, P)
+    P.raise_all()
+    return RunContext(cfg=cfg, task=task, out=None)
+
+
+def check_model_folders(model_dirs: list[str], problems: Problems) -> None:
+    """``evaluate --model`` names folders: a missing one is 'folder not found', not a hub lookup."""
+    from ..models.hf import resolve_path
+
+    for d in model_dirs:
+        with problems.check():
+            if not os.path.isdir(resolve_path(d)):
+                raise DistilTuneError(f"--model {d}: folder not found",
+                                      "pass the folder of a trained model, e.g. <output_dir>/student")
+
+
+def plan_evaluation(cfg, model_dirs: list[str], out: str, overwrite: bool = False, resume: bool = False) -> RunContext:
+    """``distiltune evaluate``: the output folder, the model folders and the data are checked before anything is written."""
+    P = Problems()
+    with P.check():
+        check_output_dir(out, overwrite, resume)
+    check_model_folders(model_dirs, P)
+    task = build_task(cfg, P)
+    P.raise_all()
+    prepare_output_dir(out, overwrite, resume)
+    return RunContext(cfg=cfg, task=task, out=out, resume=resume)

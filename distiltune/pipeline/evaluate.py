@@ -1,0 +1,27 @@
+"""Evaluation stage: every model on the test split with the task's metric, then timed side by side."""
+from __future__ import annotations
+
+import os
+
+from ..models import hf as M
+from ..models.inference import measure_speeds
+
+
+def evaluate_model(ctx, name: str, model, tokenizer, path: str | None) -> dict:
+    task = ctx.task
+    test = task.encode(ctx.data.test, tokenizer)
+    predictions = task.predict(model, test, task.batcher(tokenizer), desc=f"evaluating {name}", bf16=ctx.cfg.bf16)
+    metrics = task.metrics(predictions, task.labels(test))
+    return {"metric": metrics[ctx.data.metric], **metrics, "params": M.count_params(model),
+            "size_mb": round(M.model_size_mb(path), 4) if path and os.path.isdir(path) else None,
+            "path": path, "_speed_input": (model, task.batcher(tokenizer, exact=True), test), "_logits": predictions}
+
+
+def measure(ctx, results: dict) -> dict:
+    """Speed of all evaluated models, side by side (fp32 on CPU, as deployed without export)."""
+    entries = {name: (M.cpu_copy(r["_speed_input"][0]), *r.pop("_speed_input")[1:]) for name, r in results.items()}
+    print(f"[distiltune] measuring latency and throughput of {', '.join(entries)} side by side")
+    speeds = measure_speeds(entries, ctx.cfg.latency_samples, ctx.cfg.throughput_batch_size)
+    for name, r in results.items():
+        r.update(speeds[name])
+    return results
