@@ -34,7 +34,16 @@ def bad_csvs(tmp_path, task_files):
     return {k: str(v) for k, v in paths.items()}
 
 
-def cases(task_files, base_models, trained_teacher, tmp_path, bad_csvs):
+@pytest.fixture(scope="module")
+def exported(trained_teacher, tmp_path_factory):
+    """The trained tiny teacher exported to ONNX (fp32): the folder `distiltune predict` and predict.py read."""
+    out = tmp_path_factory.mktemp("export") / "onnx"
+    assert main(["export", "--model", trained_teacher, "--output-dir", str(out)]) == 0
+    return out
+
+
+def cases(task_files, base_models, trained_teacher, tmp_path, bad_csvs, exported=None):
+    """name -> (argv, pattern); argv may be a function (rows that need the slower ``exported`` folder)."""
     T, S = trained_teacher, base_models["student"]
     three, _ = tiny_bert(tmp_path / "three_labels", labels=("a", "b", "c"))
     swapped, _ = tiny_bert(tmp_path / "swapped", labels=("pos", "neg"))
@@ -59,6 +68,14 @@ def cases(task_files, base_models, trained_teacher, tmp_path, bad_csvs):
     unl_empty, unl_binary = tmp_path / "unl_empty.txt", tmp_path / "unl_binary.txt"
     unl_empty.write_text("\n  \n")
     unl_binary.write_bytes(bytes(range(128, 256)) * 4)
+    # Each YAML names the output folder, so that the test sees whether anything was written there.
+    more_yamls = {"twice": "seed: 1\nreport_to: none\nseed: 2\n", "epochs": "report_to: none\nnum_train_epochs: -1\n",
+                  "layers_text": "report_to: none\nstudent_layers: '0 2'\n", "plain": "report_to: none\ntemperature: 3.0\n"}
+    for name, text in more_yamls.items():
+        (tmp_path / f"{name}.yaml").write_text(f"output_dir: {out}\n" + text)
+    no_val = ["run", "--train_file", task_files["train"], "--test_file", task_files["test"], "--text_column", "sentence",
+              "--student", S, "--strategy", "finetune", "--output_dir", str(out), "--report_to", "none"]
+    run = ["run", *base_args(task_files, out, T, S)]
     return {
         "misspelt text column": (["run", *base_args(task_files, out, T, S), "--text_column", "sentense"],
                                  "column 'sentense' is missing.*did you mean 'sentence'"),
@@ -133,6 +150,55 @@ def cases(task_files, base_models, trained_teacher, tmp_path, bad_csvs):
         "test_size too large": (["run", "--train_file", task_files["train"], "--text_column", "sentence", "--student", S,
                                  "--strategy", "finetune", "--test_size", "600", "--output_dir", str(out)],
                                 "test_size=600.0 leaves no test or no training rows|test_size=600 leaves"),
+        # --- found trying the CLI as a new user: each ran (or crashed mid-run) before ---
+        "key twice in the YAML": (["run", "--config", str(tmp_path / "twice.yaml")],
+                                  r"twice\.yaml gives the key 'seed' twice \(lines 2 and 4\).*keep one of the two 'seed:' entries"),
+        "gradient_accumulation_steps 0": ([*run, "--gradient_accumulation_steps", "0"],
+                                          r"gradient_accumulation_steps=0 must be >= 1 \(--gradient_accumulation_steps 0 on "),
+        "negative seed": ([*run, "--seed", "-1"], r"seed=-1 must be between 0 and 4294967295"),
+        "data_seed above 2**32 - 1": ([*run, "--data_seed", str(2 ** 32)], r"data_seed=4294967296 must be between 0 and"),
+        "per_device_eval_batch_size 0": ([*run, "--per_device_eval_batch_size", "0"], "per_device_eval_batch_size=0 must be >= 1"),
+        "negative eval_steps": ([*run, "--eval_strategy", "steps", "--eval_steps", "-5"], r"eval_steps=-5.0 must be > 0"),
+        "save_steps 0 with steps": ([*run, "--save_strategy", "steps", "--save_steps", "0"], r"save_steps=0.0 must be > 0"),
+        "negative logging_steps": ([*run, "--logging_steps", "-3"], r"logging_steps=-3.0 must be > 0"),
+        "negative weight_decay": ([*run, "--weight_decay", "-0.1"], r"weight_decay=-0.1 must be >= 0"),
+        "negative max_grad_norm": ([*run, "--max_grad_norm", "-1"], r"max_grad_norm=-1.0 must be >= 0 \(0 turns clipping off\)"),
+        "adam_beta1 >= 1": ([*run, "--adam_beta1", "1.5"], r"adam_beta1=1.5 must be in \[0, 1\)"),
+        "negative adam_epsilon": ([*run, "--adam_epsilon=-1e-8"], r"adam_epsilon=-1e-08 must be >= 0 \(--adam_epsilon=-1e-8 on "),
+        "dataloader_num_workers below -1": ([*run, "--dataloader_num_workers", "-3"],
+                                            r"dataloader_num_workers=-3 must be >= 0 \(or -1 for auto\)"),
+        "dataloader_prefetch_factor 0": ([*run, "--dataloader_num_workers", "1", "--dataloader_prefetch_factor", "0"],
+                                         "dataloader_prefetch_factor=0 must be >= 1"),
+        "negative save_total_limit": ([*run, "--save_total_limit", "-1"], "save_total_limit=-1 must be >= 1, or 0"),
+        "eval_accumulation_steps 0": ([*run, "--eval_accumulation_steps", "0"], "eval_accumulation_steps=0 must be >= 1"),
+        "max_steps (ignored by the stages)": ([*run, "--max_steps", "10"],
+                                              r"max_steps=10 \(--max_steps 10 on the command line\) would be ignored.*num_train_epochs"),
+        "label_smoothing_factor (ignored)": ([*run, "--label_smoothing_factor", "0.1"],
+                                             "label_smoothing_factor=0.1 .* would be ignored"),
+        "multi-line TrainingArguments error": ([*run, "--load_best_model_at_end", "true", "--eval_strategy", "epoch",
+                                                "--save_strategy", "steps"],
+                                               "load_best_model_at_end requires the save and eval strategy to match.*"
+                                               "Save strategy: .*STEPS"),
+        "empty output_dir": ([*run, "--output_dir", ""], r"output_dir='' is empty.*\(--output_dir '' on the command line\)"),
+        "num_labeled above the training rows": ([*run, "--num_labeled", "601"],
+                                                r"num_labeled=601 asks for more labelled rows than the training split has "
+                                                r"\(600 rows with text\).*lower num_labeled to at most 600, or leave it unset"),
+        "text_pair_column is text_column": ([*run, "--text_pair_column", "sentence"],
+                                            "text_pair_column='sentence' is also the text_column"),
+        "label_column is text_column": ([*run, "--label_column", "sentence"], "label_column='sentence' is also the text_column"),
+        "validation_size 1.5": ([*no_val, "--validation_size", "1.5"],
+                                "validation_size=1.5 is neither a fraction below 1 nor a whole row count"),
+        "bad flag value beside a YAML": (["run", "--config", str(tmp_path / "plain.yaml"), *base_args(task_files, out, T, S)[:-2],
+                                          "--num_train_epochs", "-1"],
+                                         r"num_train_epochs=-1.0 must be > 0 \(--num_train_epochs -1 on the command line\)"),
+        "bad YAML value beside flags": (["run", "--config", str(tmp_path / "epochs.yaml"), "--temperature", "2"],
+                                        r"num_train_epochs=-1 must be > 0 \(\S*epochs\.yaml, line 3\)"),
+        "YAML string argparse refuses": (["run", "--config", str(tmp_path / "layers_text.yaml")],
+                                         r"student_layers: '0 2' \(\S*layers_text\.yaml, line 3\) is refused"),
+        "predict an empty text": (lambda: ["predict", "--model", str(exported()), ""],
+                                  r"text 1 of 1 is empty \(or only whitespace\)"),
+        "predict a whitespace-only text": (lambda: ["predict", "--model", str(exported()), "w1 good3", "  \t "],
+                                           r"text 2 of 2 is empty \(or only whitespace\)"),
     }
 
 
@@ -145,12 +211,22 @@ CASE_NAMES = ["misspelt text column", "missing label column", "label outside the
               "non-text unlabeled file", "output_dir is a file", "--overwrite with --resume", "ill-typed config value",
               "not a number", "config not a mapping", "invalid YAML", "config file not found", "teacher folder missing",
               "model without tokenizer", "single training class", "factory from the standard library",
-              "test_size too large"]
+              "test_size too large", "key twice in the YAML", "gradient_accumulation_steps 0", "negative seed",
+              "data_seed above 2**32 - 1", "per_device_eval_batch_size 0", "negative eval_steps", "save_steps 0 with steps",
+              "negative logging_steps", "negative weight_decay", "negative max_grad_norm", "adam_beta1 >= 1",
+              "negative adam_epsilon", "dataloader_num_workers below -1", "dataloader_prefetch_factor 0",
+              "negative save_total_limit", "eval_accumulation_steps 0", "max_steps (ignored by the stages)",
+              "label_smoothing_factor (ignored)", "multi-line TrainingArguments error", "empty output_dir",
+              "num_labeled above the training rows", "text_pair_column is text_column", "label_column is text_column",
+              "validation_size 1.5", "bad flag value beside a YAML", "bad YAML value beside flags",
+              "YAML string argparse refuses", "predict an empty text", "predict a whitespace-only text"]
 
 
 @pytest.mark.parametrize("name", CASE_NAMES)
-def test_bad_input_one_line_exit_2(name, capsys, tmp_path, task_files, base_models, trained_teacher, bad_csvs):
-    argv, pattern = cases(task_files, base_models, trained_teacher, tmp_path, bad_csvs)[name]
+def test_bad_input_one_line_exit_2(name, capsys, tmp_path, task_files, base_models, trained_teacher, bad_csvs, request):
+    argv, pattern = cases(task_files, base_models, trained_teacher, tmp_path, bad_csvs,
+                          exported=lambda: request.getfixturevalue("exported"))[name]
+    argv = argv() if callable(argv) else argv
     with pytest.raises(SystemExit) as e:  # argparse errors exit directly; ours return 2
         raise SystemExit(main(argv))
     err = capsys.readouterr().err
@@ -170,6 +246,30 @@ def test_bad_input_one_line_exit_2(name, capsys, tmp_path, task_files, base_mode
 
 # Bad inputs that only show once weights are loaded or a batch runs through the models.
 FOUND_LATER = {"widths differ, no projection"}
+
+
+def test_standalone_predict_script_refuses_an_empty_text_in_one_line(exported, capsys, monkeypatch):
+    """predict.py, the copy in the export folder that runs without distiltune (test_export runs it in a
+    subprocess): an empty text is one line, ``predict.py: error: ...``, exit 2, and no prediction printed."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("exported_predict", exported / "predict.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    monkeypatch.setattr("sys.argv", ["predict.py", "w1 good3", " "])
+    with pytest.raises(SystemExit) as e:  # what `python predict.py "w1 good3" " "` does
+        script.main()
+    out, err = capsys.readouterr()
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert e.value.code == 2 and len(lines) == 1 and out == "", err
+    assert lines[0].startswith("predict.py: error: text 2 of 2 is empty (or only whitespace)") and "-> fix:" in lines[0]
+    # errors from the model files are one line too (the export has no int8 file)
+    monkeypatch.setattr("sys.argv", ["predict.py", "--variant", "int8", "w1 good3"])
+    code = script._standalone()
+    out, err = capsys.readouterr()
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and out == "", err
+    assert lines[0].startswith("predict.py: error: ValueError: this export has variants fp32, not 'int8' -> fix:"), err
 
 
 def test_previous_run_is_refused_and_left_intact(capsys, tmp_path, task_files, base_models, trained_teacher):

@@ -199,6 +199,20 @@ def test_any_yaml_text_gives_values_or_a_clean_error(workdir, text):
             _clean(e)
 
 
+@settings(FUZZ, max_examples=60)
+@given(data=configs, key=st.sampled_from(FUZZED), value=scalars, last=st.booleans())
+def test_a_key_given_twice_is_refused_naming_it(workdir, data, key, value, last):
+    """Plain safe_load keeps the last of two values for one key without a word; the config refuses it."""
+    data = {k: v for k, v in data.items() if k != key}
+    once = yaml.safe_dump({key: value}, allow_unicode=True)
+    rest = yaml.safe_dump(data, allow_unicode=True) if data else ""
+    text = once + rest + once if last else rest + once + once
+    path = _write(workdir, text)
+    with _sandbox(workdir, io.StringIO()), pytest.raises(DistilTuneError) as e:
+        read_yaml(path)
+    assert f"gives the key {key!r} twice" in _clean(e.value).problem, str(e.value)
+
+
 @settings(FUZZ, max_examples=100)
 @given(data=configs, quick=st.booleans())
 def test_cli_prints_one_error_line_never_a_traceback(workdir, data, quick):
@@ -257,6 +271,13 @@ CLEAN_ERROR_CASES = {
     "quick-final-finetune-epochs-null": ({"final_finetune_epochs": None}, ["--quick"]),
     "newline-in-value": ({"temperature": "a\nb"}, []),  # a two-line error message
     "newline-in-unknown-key": ({"a\nb": 1}, []),
+    "yaml-string-refused-by-argparse-newline": ({"bf16": "\n"}, []),  # argparse's message for a YAML value held a newline
+    "gradient-accumulation-0": ({"gradient_accumulation_steps": 0}, []),  # ZeroDivisionError mid-run
+    "seed-negative": ({"seed": -1}, []),  # numpy refuses it after the output folder is made
+    "adam-beta-1": ({"adam_beta1": 1.0}, []),  # torch.optim refuses it after the output folder is made
+    "output-dir-empty": ({"output_dir": ""}, []),  # FileNotFoundError mid-run
+    "label-column-is-text-column": ({"label_column": "text"}, []),  # KeyError from Arrow mid-load
+    "max-steps-ignored": ({"max_steps": 10}, []),  # every stage trains for its epochs: silently dropped
 }
 
 

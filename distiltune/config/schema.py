@@ -131,6 +131,19 @@ class StrategyArguments:
                                          "timed beside the others, and the run fails (exit 1) below an agreement floor.")
 
 
+class AtMost(int):
+    """A ``num_labeled`` that caps rather than asks (``--quick``'s slice): a training split with fewer
+    rows keeps them all, where a num_labeled the user set above the row count is refused."""
+
+
+class ConfigError(ValueError):
+    """Invalid config values, one message per problem (``problems``); ``str()`` joins them with '; '."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(problems)
+        super().__init__("; ".join(self.problems))
+
+
 @functools.lru_cache(maxsize=None)
 def cpu_supports_bf16() -> bool:
     """bf16 autocast on this CPU only when it has bf16 instructions *and* they are faster here:
@@ -185,7 +198,7 @@ class DistillConfig(StrategyArguments, ModelArguments, DataArguments, TrainingAr
             self.finetune_teacher = "yes" if self.finetune_teacher else "no"
         errors = self._check_choices()
         if errors:  # later checks assume valid choices
-            raise ValueError("; ".join(errors))
+            raise ConfigError(errors)
         if self.distill_weight is None:
             self.distill_weight = 0.9 if self.strategy == "distill_finetune" else 0.5
         for name in ("distill_weight", "distill_weight_end"):
@@ -232,6 +245,8 @@ class DistillConfig(StrategyArguments, ModelArguments, DataArguments, TrainingAr
                 errors.append(f"{name} must be >= 0 (fraction < 1 or a row count)")
         if self.student_layers is not None and len(self.student_layers) == 0:
             errors.append("student_layers is empty; list at least one teacher layer index")
+        errors += self._check_data_options()
+        errors += self._check_training_ranges()
         from ..export.onnx import export_options
 
         try:
@@ -239,7 +254,7 @@ class DistillConfig(StrategyArguments, ModelArguments, DataArguments, TrainingAr
         except ValueError as e:
             errors.append(str(e))
         if errors:
-            raise ValueError("; ".join(errors))
+            raise ConfigError(errors)
         if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
             raise ValueError(f"early_stopping_patience={self.early_stopping_patience} must be >= 1 (or leave it unset)")
         if self.early_stopping_patience:
@@ -248,7 +263,7 @@ class DistillConfig(StrategyArguments, ModelArguments, DataArguments, TrainingAr
             # Best-checkpoint selection needs a validation score at every save: evaluate when saving.
             self.eval_strategy = self.save_strategy
         # The task metric (accuracy, pearson, ...) is the default for picking the best checkpoint;
-        # it is known once the data is loaded (see Pipeline._args).
+        # it is known once the data is loaded (see pipeline.train.training_args).
         self.best_metric_is_task_metric = self.metric_for_best_model is None
         self._set_precision()
         if self.dataloader_num_workers is None or self.dataloader_num_workers < 0:
@@ -268,6 +283,67 @@ class DistillConfig(StrategyArguments, ModelArguments, DataArguments, TrainingAr
         from ..losses.objective import build_objectives  # validates loss names and options now, before any heavy work
 
         self.objectives = build_objectives(self)
+
+    def _check_data_options(self) -> list[str]:
+        """Values that the data loader would take silently in a wrong sense, or crash on mid-load."""
+        errors = []
+        if isinstance(self.output_dir, str) and not self.output_dir.strip():
+            errors.append(f"output_dir={self.output_dir!r} is empty; give the folder the run writes to, e.g. runs/my_run")
+        roles = ([("input_column", self.input_column)] if self.input_column else
+                 [("text_column", self.text_column), ("text_pair_column", self.text_pair_column)])
+        seen: dict = {}
+        for role, col in roles + [("label_column", self.label_column)]:
+            if col is None:
+                continue
+            if col in seen:
+                errors.append(f"{role}={col!r} is also the {seen[col]}; give each of them its own column")
+            else:
+                seen[col] = role
+        for name in ("validation_size", "test_size"):
+            v = getattr(self, name)
+            if v >= 1 and not float(v).is_integer():
+                errors.append(f"{name}={v} is neither a fraction below 1 nor a whole row count; use e.g. 0.1 "
+                              f"(that share of train) or 100 (rows)")
+        return errors
+
+    def _check_training_ranges(self) -> list[str]:
+        """TrainingArguments values that, out of range, pass TrainingArguments' own checks but fail only
+        mid-run (after the output folder is written) or make the run do something else than asked."""
+        errors = []
+
+        def value(v):
+            return str(getattr(v, "value", v))  # enums once TrainingArguments has converted them (replace)
+
+        for name in ("gradient_accumulation_steps", "per_device_eval_batch_size"):
+            if getattr(self, name) < 1:
+                errors.append(f"{name}={getattr(self, name)} must be >= 1")
+        for name in ("seed", "data_seed"):
+            v = getattr(self, name)
+            if v is not None and not 0 <= v <= 2 ** 32 - 1:
+                errors.append(f"{name}={v} must be between 0 and 4294967295 (2**32 - 1), the seeds numpy accepts")
+        for name in ("eval_accumulation_steps", "dataloader_prefetch_factor"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                errors.append(f"{name}={v} must be >= 1 (or leave it unset)")
+        for name, strategy in (("logging_steps", "logging_strategy"), ("eval_steps", "eval_strategy"),
+                               ("save_steps", "save_strategy")):
+            v = getattr(self, name)
+            if v is not None and (v < 0 or v == 0 and name != "eval_steps" and value(getattr(self, strategy)) == "steps"):
+                errors.append(f"{name}={v} must be > 0: a step count (>= 1) or a share of the training steps (< 1)")
+        for name, note in (("warmup_steps", ""), ("weight_decay", ""), ("max_grad_norm", " (0 turns clipping off)"),
+                           ("adam_epsilon", "")):
+            v = getattr(self, name)
+            if v < 0:
+                errors.append(f"{name}={v} must be >= 0{note}")
+        for name in ("adam_beta1", "adam_beta2"):
+            v = getattr(self, name)
+            if not 0 <= v < 1:
+                errors.append(f"{name}={v} must be in [0, 1), e.g. 0.9 or 0.999")
+        if self.dataloader_num_workers is not None and self.dataloader_num_workers < -1:
+            errors.append(f"dataloader_num_workers={self.dataloader_num_workers} must be >= 0 (or -1 for auto)")
+        if self.save_total_limit is not None and self.save_total_limit < 0:
+            errors.append(f"save_total_limit={self.save_total_limit} must be >= 1, or 0 (or unset) to keep every checkpoint")
+        return errors
 
     def _check_choices(self) -> list[str]:
         import dataclasses

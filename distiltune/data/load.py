@@ -15,6 +15,7 @@ import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, Value, concatenate_datasets
 
 from ..errors import DistilTuneError
+from ..config.schema import AtMost
 from ..constants import IGNORE_INDEX
 
 READERS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
@@ -235,6 +236,7 @@ def load_task_data(cfg) -> TaskData:
         raise DistilTuneError(f"the training labels hold a single class {names}", "give data with at least two classes")
     seed = cfg.data_seed if getattr(cfg, "data_seed", None) is not None else cfg.seed
     train = dd["train"]
+    has_own_splits = "test" in dd and "validation" in dd
     # Seeded splits when the data does not bring its own (test first, so it never depends on validation_size).
     if "test" not in dd:
         n = _split_size(cfg.test_size, len(train))
@@ -260,6 +262,11 @@ def load_task_data(cfg) -> TaskData:
         enc[split] = _encode_labels(ds, cfg, task, names, split)
     train = enc["train"]
     extra = None
+    if cfg.num_labeled is not None and cfg.num_labeled > len(train) and not isinstance(cfg.num_labeled, AtMost):
+        split = "" if has_own_splits else " after the seeded validation and test splits"
+        raise DistilTuneError(f"num_labeled={cfg.num_labeled} asks for more labelled rows than the training split has "
+                              f"({len(train)} rows with text{split})",
+                              f"lower num_labeled to at most {len(train)}, or leave it unset to keep every label")
     if cfg.num_labeled is not None and cfg.num_labeled < len(train):
         shuffled = train.shuffle(seed=seed)
         train = shuffled.select(range(cfg.num_labeled))

@@ -77,6 +77,12 @@ class ExportedModel:
         inputs = list(inputs) if self.tokenizer else np.asarray(inputs, dtype=np.float32)
         if len(inputs) == 0:
             raise ValueError("no inputs to predict")
+        if self.tokenizer is not None:
+            empty = [i for i, t in enumerate(inputs) if not all(isinstance(part, str) and part.strip()
+                                                                for part in ((t,) if isinstance(t, str) else t))]
+            if empty:
+                raise ValueError(f"input {empty[0] + 1} of {len(inputs)} is empty (or only whitespace, or not text); "
+                                 "the model would still answer, for no text at all")
         if self.tokenizer is None:
             want = self.session.get_inputs()[0].shape
             if inputs.ndim != len(want):
@@ -101,7 +107,16 @@ class ExportedModel:
         return [{"label": names[int(p.argmax())], "score": float(p.max())} for p in probs]
 
 
-def main(argv: list[str] | None = None, folder: str | None = None, parser=argparse.ArgumentParser) -> int:
+class OneLineParser(argparse.ArgumentParser):
+    """Run as ``python predict.py``: a bad input is one line, ``predict.py: error: ...``, and exit 2
+    (argparse's own error prints the usage first)."""
+
+    def error(self, message):
+        sys.stderr.write(f"{self.prog}: error: {message} -> fix: see `python {self.prog} --help`\n")
+        sys.exit(2)
+
+
+def main(argv: list[str] | None = None, folder: str | None = None, parser=OneLineParser) -> int:
     p = parser(prog="distiltune predict" if folder else None, description="Predict with an exported distiltune model (onnxruntime).")
     if folder is None:
         p.add_argument("--model", default=os.path.dirname(os.path.abspath(__file__)), help="Export folder (default: this file's).")
@@ -124,6 +139,13 @@ def main(argv: list[str] | None = None, folder: str | None = None, parser=argpar
                 p.error(f"this model reads sentence pairs; separate the two sentences with a tab (not in: {bad[0][:40]!r})")
             inputs = [tuple(t.split("\t", 1)) for t in texts]
         else:
+            inputs = [(t,) for t in texts]
+        empty = [i for i, parts in enumerate(inputs, 1) if not all(part.strip() for part in parts)]
+        if empty:  # the model would still answer, with a label for no text at all
+            which = f"text {empty[0]} of {len(texts)}" + (f" (and {len(empty) - 1} more)" if len(empty) > 1 else "")
+            part = "has an empty sentence" if model.pairs else "is empty"
+            p.error(f"{which} {part} (or only whitespace); pass texts with words in them")
+        if not model.pairs:
             inputs = texts
         shown = texts
     else:
@@ -141,5 +163,18 @@ def main(argv: list[str] | None = None, folder: str | None = None, parser=argpar
     return 0
 
 
+def _standalone() -> int:
+    """``python predict.py``: errors from the model files, onnxruntime or numpy are one line too."""
+    try:
+        return main()
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:  # a damaged export folder, an unreadable --input-file, an input of the wrong shape
+        msg = (str(e).strip().splitlines() or [""])[0][:300]
+        sys.stderr.write(f"{os.path.basename(__file__)}: error: {type(e).__name__}: {msg} -> fix: see `python "
+                         f"{os.path.basename(__file__)} --help`; re-export the model if its folder was changed\n")
+        return 2
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(_standalone())
