@@ -106,7 +106,8 @@ def _distil(ctx, teacher: Made, init: Made, fp: str):
         print(f"[distiltune] intermediate stage: {', '.join(n for n, *_ in objectives['intermediate'])} "
               f"for {cfg.intermediate_epochs:g} epochs")
         model = train_stage(ctx, "intermediate", fp, model, s_tok, rows, objectives["intermediate"], cfg.intermediate_epochs,
-                            cfg.learning_rate, teacher=teacher.model, teacher_tokenizer=teacher.tokenizer)
+                            cfg.learning_rate, teacher=teacher.model, teacher_tokenizer=teacher.tokenizer,
+                            temperature=cfg.temperature_sched)  # a kd term here is softened like the main stage's
     model = train_stage(ctx, "distill", fp, model, s_tok, rows, objectives["main"], cfg.num_train_epochs, cfg.learning_rate,
                         teacher=teacher.model, teacher_tokenizer=teacher.tokenizer, temperature=cfg.temperature_sched)
     aug = f", {augmented} augmented" if augmented else ""

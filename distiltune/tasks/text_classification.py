@@ -25,8 +25,9 @@ class TextClassification(Task):
 
     # ---- checks ----
     def check_models(self, problems) -> None:
-        """Label sets of the models against the data, a teacher head that was never trained, and
-        freezing deeper than the model, from config.json and the weight files' headers."""
+        """Each model folder holds weights and tokenizer files; label sets match the data; a given
+        teacher's head was trained; freezing stays within the depth of the model being fine-tuned.
+        From the folders' listings, config.json and the weight files' headers: no weights are loaded."""
         cfg = self.cfg
         for role in ("teacher", "student"):
             name = getattr(cfg, role)
@@ -34,10 +35,21 @@ class TextClassification(Task):
                 continue
             with problems.check():
                 path = M.resolve_path(name)
+                M.check_folder(path, name, role)
                 M.check_labels(path, name, self.data.label_names, role)
                 if (role == "teacher" and cfg.finetune_teacher == "no" and cfg.strategy != "finetune"
                         and M.head_in_checkpoint(path) is False):
                     raise M.untrained_teacher(name)
+            with problems.check():
+                if self._fine_tuned(role, name):  # freezing applies to the model being fine-tuned
+                    M.check_freeze_depth(M.resolve_path(name), name, role, cfg.freeze_layers)
+
+    def _fine_tuned(self, role: str, name: str) -> bool:
+        cfg = self.cfg
+        if role == "student":
+            return cfg.strategy == "finetune"
+        trained = M.head_in_checkpoint(M.resolve_path(name))  # None: unknown until loaded
+        return cfg.finetune_teacher == "yes" or (cfg.finetune_teacher == "auto" and trained is not True)
 
     def check_terms(self, objective, problems) -> None:
         """Token-level terms against the tokenizers (no weights needed); layer maps, module paths and
