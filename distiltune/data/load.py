@@ -15,7 +15,7 @@ import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, Value, concatenate_datasets
 
 from ..errors import DistilTuneError
-from ..config.schema import AtMost
+from ..constants import AtMost
 from ..constants import IGNORE_INDEX
 
 READERS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}

@@ -147,3 +147,11 @@ class JSTerm(_LogitTerm):
 class LogitMSETerm(_LogitTerm):
     description = "MSE between raw logits (Ba & Caruana 2014); ignores the temperature"
     per_sample = staticmethod(logit_mse_per_sample)
+
+
+def logit_loss_names() -> list[str]:
+    """The registered terms that can be the main stage's logit loss (``logit_loss``): every
+    teacher-vs-student logit divergence, the user's own registered subclasses included."""
+    from .base import LOSSES
+
+    return [n for n in LOSSES.names() if issubclass(LOSSES.get(n), _LogitTerm)]

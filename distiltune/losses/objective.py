@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 import json
 import math
+from typing import Callable
 
 from ..errors import DistilTuneError
 from . import LOSSES, build_term
@@ -132,3 +133,26 @@ def token_terms_error(objective: list[tuple]) -> DistilTuneError:
         "misaligned token positions",
         "use sequence-level terms: pool: mean (or cls) on hidden_mse/hidden_cosine, or rkd_distance, rkd_angle, sp; "
         "or student: from_teacher (shares the teacher's tokenizer)")
+
+
+# A weight is a function of (step, max_steps, epoch, num_epochs) -> float, e.g. a Schedule.
+Weight = Callable[[int, int, float, float], float]
+
+
+def distill_objective(distill_weight: Weight) -> list[tuple[str, Weight]]:
+    return [("ce", OneMinus(distill_weight)), ("kd", distill_weight)]
+
+
+def finetune_objective() -> list[tuple[str, Weight]]:
+    return [("ce", Schedule("constant", 1.0))]
+
+
+def normalise_entry(entry) -> tuple[str, str, Weight, dict]:
+    """``(name, weight[, options])`` -> ``(key, name, weight_fn, options)``; ``options['key']``
+    names a second instance of the same term (e.g. two hidden_mse maps)."""
+    name, weight, *rest = entry
+    opts = dict(rest[0]) if rest else {}
+    key = opts.pop("key", name)
+    if isinstance(weight, (int, float)):
+        weight = Schedule("constant", float(weight))
+    return key, name, weight, opts

@@ -25,7 +25,7 @@ def check_config(cfg, problems: Problems) -> None:
         if cfg.student == "from_teacher" and not cfg.teacher:
             raise DistilTuneError("student: from_teacher needs a teacher", "set teacher, or name a pretrained student")
     with problems.check():
-        if cfg.export:  # before hours of training, not after
+        if cfg.export_settings:  # before hours of training, not after
             from ..export.onnx import require_runtime
 
             require_runtime()

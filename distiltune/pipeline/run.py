@@ -50,20 +50,20 @@ def run(ctx) -> dict | None:
     if export_error is not None:
         raise DistilTuneError(f"{export_error.problem} (the run itself finished: models and report.md are in {ctx.out})",
                               export_error.fix)
-    if cfg.export:
-        check_export(results, cfg.export, os.path.join(ctx.out, "student_onnx"))
+    if cfg.export_settings:
+        check_export(results, cfg.export_settings, os.path.join(ctx.out, "student_onnx"))
     return report
 
 
 def _export(ctx, student, results: dict) -> DistilTuneError | None:
     """The export stage; a failure is returned, not raised: the trained models and their report must not be lost to it."""
-    if not ctx.cfg.export:
+    if not ctx.cfg.export_settings:
         return None
     t0 = time.perf_counter()
     error = None
     try:
         export_student(ctx, student.model, student.tokenizer, student.path, results,
-                       os.path.join(ctx.out, "student_onnx"), ctx.cfg.export)
+                       os.path.join(ctx.out, "student_onnx"), ctx.cfg.export_settings)
     except DistilTuneError as e:
         error = e
         for name in ("student_onnx", "student_int8"):

@@ -5,6 +5,7 @@ import numpy as np
 
 from ..data.collate import DistillCollator, Padder, tokenize
 from ..errors import DistilTuneError
+from ..models import files as MF
 from ..models import hf as M
 from .base import Loaded, Task
 from .metrics import task_metrics
@@ -35,20 +36,20 @@ class TextClassification(Task):
                 continue
             with problems.check():
                 path = M.resolve_path(name)
-                M.check_folder(path, name, role)
+                MF.check_folder(path, name, role)
                 M.check_labels(path, name, self.data.label_names, role)
                 if (role == "teacher" and cfg.finetune_teacher == "no" and cfg.strategy != "finetune"
-                        and M.head_in_checkpoint(path) is False):
+                        and MF.head_in_checkpoint(path) is False):
                     raise M.untrained_teacher(name)
             with problems.check():
                 if self._fine_tuned(role, name):  # freezing applies to the model being fine-tuned
-                    M.check_freeze_depth(M.resolve_path(name), name, role, cfg.freeze_layers)
+                    MF.check_freeze_depth(M.resolve_path(name), name, role, cfg.freeze_layers)
 
     def _fine_tuned(self, role: str, name: str) -> bool:
         cfg = self.cfg
         if role == "student":
             return cfg.strategy == "finetune"
-        trained = M.head_in_checkpoint(M.resolve_path(name))  # None: unknown until loaded
+        trained = MF.head_in_checkpoint(M.resolve_path(name))  # None: unknown until loaded
         return cfg.finetune_teacher == "yes" or (cfg.finetune_teacher == "auto" and trained is not True)
 
     def check_terms(self, objective, problems) -> None:
@@ -85,7 +86,7 @@ class TextClassification(Task):
 
     def weights_bytes(self, role: str) -> int | None:
         name = getattr(self.cfg, role)
-        return M.weights_bytes(M.resolve_path(name)) if name and name != "from_teacher" else None
+        return MF.weights_bytes(M.resolve_path(name)) if name and name != "from_teacher" else None
 
     # ---- models ----
     def load(self, name: str, role: str) -> Loaded:

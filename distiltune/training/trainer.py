@@ -7,10 +7,7 @@ mixed precision and distributed runs are the Trainer's.
 from __future__ import annotations
 
 import contextlib
-import math
 import os
-import statistics
-from typing import Callable
 
 import torch
 from torch import nn
@@ -18,25 +15,17 @@ from transformers import Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from . import checkpoints as CK
-from ..models import features as FT
 from ..data import teacher_cache as TC
 from .callbacks import _ZeroTermGrads
+from .forward import forward_all
+from .monitor import GradSpikes, TermSums
 from .sampler import EpochSeededLengthSampler
 from ..errors import DistilTuneError, NonFiniteLossError
-from ..losses import LossTerm, Requests, build_term
-from ..losses.objective import OneMinus
+from ..losses import LossTerm, build_term
+from ..losses.objective import Weight, distill_objective, finetune_objective, normalise_entry
 from ..schedules import Schedule
 
-# A weight is a function of (step, max_steps, epoch, num_epochs) -> float, e.g. a Schedule.
-Weight = Callable[[int, int, float, float], float]
-
-
-def distill_objective(distill_weight: Weight) -> list[tuple[str, Weight]]:
-    return [("ce", OneMinus(distill_weight)), ("kd", distill_weight)]
-
-
-def finetune_objective() -> list[tuple[str, Weight]]:
-    return [("ce", Schedule("constant", 1.0))]
+__all__ = ["DistillationTrainer", "Weight", "distill_objective", "finetune_objective"]
 
 
 class DistillationTrainer(Trainer):
@@ -56,7 +45,7 @@ class DistillationTrainer(Trainer):
     def __init__(self, *args, teacher: nn.Module | None = None, objective=None,
                  temperature: Weight | None = None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.objective = [_normalise(o) for o in (objective or finetune_objective())]
+        self.objective = [normalise_entry(o) for o in (objective or finetune_objective())]
         keys = [key for key, *_ in self.objective]
         if len(set(keys)) != len(keys):
             raise DistilTuneError(f"the objective names a term twice ({keys})",
@@ -78,8 +67,8 @@ class DistillationTrainer(Trainer):
             self.add_callback(_ZeroTermGrads(self.terms))
         # Our loss is already a per-batch mean; stop the Trainer rescaling by token counts.
         self.model_accepts_loss_kwargs = False
-        self._sums: dict = {}  # term -> running sum (a device tensor: no sync per step)
-        self._count = 0
+        self.spikes = GradSpikes(getattr(self.args, "grad_spike_factor", 0))
+        self.term_sums = TermSums()
 
     # ---- the Trainer's NaN/inf filter: off while training, the user's setting elsewhere ----
     def train(self, *args, **kwargs):
@@ -213,51 +202,8 @@ class DistillationTrainer(Trainer):
     # ---- forward passes ----
     def _forward_all(self, model, inputs: dict, active: list[str], temperature: float = 1.0):
         """Student and (if needed) teacher outputs with what the ``active`` terms read, plus the batch dict."""
-        batch = {"labels": inputs.pop("labels", None)}
-        cache_cols = {c: inputs.pop(c) for c in TC.COLUMNS if c in inputs}
-        teacher_inputs = {k[len("teacher_"):]: inputs.pop(k) for k in list(inputs) if k.startswith("teacher_")}
-        terms = [self.terms[k] for k in active]
-        s_req, t_req = Requests(), Requests()
-        for term in terms:
-            s, t = term.requests()
-            s_req, t_req = s_req.merge(s), t_req.merge(t)
-        student_out = FT.forward(model, inputs, s_req.hidden_states, s_req.attentions, s_req.modules, "student",
-                                hook_model=self.accelerator.unwrap_model(model))
-        teacher_out = None
-        cached = TC.teacher_logits_from(cache_cols, student_out.logits.shape[-1], temperature) if cache_cols else None
-        teaching = [t for t in terms if t.needs_teacher]
-        if teaching:
-            if cached is not None and all(t.uses_logits_only for t in teaching):
-                teacher_out = FT.Outputs(logits=cached)
-            else:
-                if self.teacher is None:
-                    raise DistilTuneError("a loss term needs the teacher's features but no teacher was given",
-                                          "pass teacher=<model>")
-                self._check_alignment([t for t in teaching if t.token_level], inputs, teacher_inputs)
-                with torch.no_grad():
-                    teacher_out = FT.forward(self.teacher, teacher_inputs or inputs, t_req.hidden_states,
-                                            t_req.attentions, t_req.modules, "teacher")
-        batch.update(attention_mask=inputs.get("attention_mask"),
-                     teacher_attention_mask=(teacher_inputs or inputs).get("attention_mask"))
-        return student_out, teacher_out, batch
-
-    @staticmethod
-    def _check_alignment(token_terms, inputs, teacher_inputs) -> None:
-        """Token-level terms compare position i of teacher and student: refuse when the two
-        tokenisations differ instead of comparing misaligned tokens."""
-        if not token_terms or not teacher_inputs:
-            return
-        s_ids, t_ids = inputs.get("input_ids"), teacher_inputs.get("input_ids")
-        if s_ids is not None and t_ids is not None and s_ids.shape == t_ids.shape and torch.equal(s_ids, t_ids):
-            return
-        names = ", ".join(sorted({t.name for t in token_terms}))
-        s_len = None if s_ids is None else int(inputs["attention_mask"][0].sum()) if "attention_mask" in inputs else s_ids.shape[1]
-        t_len = None if t_ids is None else int(teacher_inputs["attention_mask"][0].sum()) if "attention_mask" in teacher_inputs else t_ids.shape[1]
-        raise DistilTuneError(
-            f"teacher and student tokenise the text differently (first row: {t_len} vs {s_len} tokens), so the "
-            f"token-level term(s) {names} would compare misaligned positions",
-            "use sequence-level terms instead: pool: mean (or cls) on hidden_mse/hidden_cosine, or the relation terms "
-            "rkd_distance, rkd_angle, sp; or a student that shares the teacher's tokenizer (student: from_teacher)")
+        return forward_all(model, self.teacher, inputs, [self.terms[k] for k in active], temperature,
+                           hook_model=self.accelerator.unwrap_model(model))
 
     # ---- loss ----
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -287,9 +233,7 @@ class DistillationTrainer(Trainer):
             key = next((k for k, v in values.items() if not torch.isfinite(v)), f"{' + '.join(values) or 'loss'} (weighted sum)")
             return self._non_finite(model, key, student_out, return_outputs)
         self._skipped_in_row = 0
-        for key, value in values.items():
-            self._sums[f"loss_{key}"] = self._sums.get(f"loss_{key}", 0.0) + value.detach().float()
-        self._count += 1
+        self.term_sums.add({f"loss_{key}": value for key, value in values.items()})
         return (loss, student_out) if return_outputs else loss
 
     MAX_SKIPPED_IN_ROW = 10
@@ -310,32 +254,14 @@ class DistillationTrainer(Trainer):
         return (zero, student_out) if return_outputs else zero
 
     def _get_grad_norm(self, model, grad_norm=None):
+        # No public hook sees each step's gradient norm; the Trainer computes it here (see test_trainer_terms).
         norm = super()._get_grad_norm(model, grad_norm)
-        if isinstance(norm, torch.Tensor) and getattr(self.args, "grad_spike_factor", 0):
-            # kept on the device; read (one sync) when the losses are logged
-            self.__dict__.setdefault("_norms", []).append((self.state.global_step + 1, norm.detach().float()))
+        self.spikes.add(self.state.global_step + 1, norm)  # kept on the device; read when the losses are logged
         return norm
-
-    def _spikes(self) -> list[tuple[int, float, float]]:
-        """Steps whose gradient norm exceeded grad_spike_factor x the median of the previous 50 steps."""
-        pending = self.__dict__.pop("_norms", [])
-        if not pending:
-            return []
-        history = self.__dict__.setdefault("_norm_history", [])
-        spikes = []
-        for (step, _), norm in zip(pending, torch.stack([n for _, n in pending]).tolist()):
-            if len(history) >= 10 and math.isfinite(norm):
-                median = statistics.median(history[-50:])
-                if median > 0 and norm > self.args.grad_spike_factor * median:
-                    spikes.append((step, norm, median))
-            if math.isfinite(norm):
-                history.append(norm)
-        del history[:-50]
-        return spikes
 
     def log(self, logs: dict, *args, **kwargs) -> None:
         if "loss" in logs:
-            spikes = self._spikes()
+            spikes = self.spikes.take()
             for step, norm, median in spikes:
                 print(f"[distiltune] gradient-norm spike at step {step}: {norm:.4g} ({norm / median:.0f}x the median "
                       f"{median:.4g} of the previous steps)")
@@ -345,32 +271,11 @@ class DistillationTrainer(Trainer):
             if getattr(self, "skipped_batches", 0):
                 logs["skipped_batches"] = self.skipped_batches
         if "loss" in logs:
-            # Every rank logs at the same step: average the terms over ranks, as "loss" is. Every rank
-            # joins the reduction with the same keys (zeros where it skipped every batch), else a rank
-            # that skipped NaN batches would leave the others waiting in it.
-            keys = [f"loss_{key}" for key, *_ in self.objective]
-            local = [torch.as_tensor(self._sums.get(k, 0.0), dtype=torch.float32, device=self.args.device) for k in keys]
-            totals = torch.stack(local + [torch.tensor(float(self._count), device=self.args.device)])
-            if self.args.world_size > 1:
-                totals = self.accelerator.reduce(totals, reduction="sum")
-            values, count = totals[:-1].tolist(), totals[-1].item()
-            if count:
-                logs.update({k: round(v / count, 6) for k, v in zip(keys, values) if k in self._sums})
+            means = self.term_sums.take([f"loss_{key}" for key, *_ in self.objective], self.accelerator, self.args)
+            if means is not None:
+                logs.update(means)
                 logs.update({k: round(v, 6) for k, v in self.current_values().items()})
-            self._sums.clear()
-            self._count = 0
         super().log(logs, *args, **kwargs)
-
-
-def _normalise(entry) -> tuple[str, str, Weight, dict]:
-    """``(name, weight[, options])`` -> ``(key, name, weight_fn, options)``; ``options['key']``
-    names a second instance of the same term (e.g. two hidden_mse maps)."""
-    name, weight, *rest = entry
-    opts = dict(rest[0]) if rest else {}
-    key = opts.pop("key", name)
-    if isinstance(weight, (int, float)):
-        weight = Schedule("constant", float(weight))
-    return key, name, weight, opts
 
 
 def _has_build(term) -> bool:

@@ -1,0 +1,141 @@
+"""Validation of the config's values: each rule one message naming the value and its fix. Run by
+``DistillConfig.__post_init__``; nothing here builds runtime objects."""
+from __future__ import annotations
+
+from .fields import GROUPS
+
+
+class ConfigError(ValueError):
+    """Invalid config values, one message per problem (``problems``); ``str()`` joins them with '; '."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(problems)
+        super().__init__("; ".join(self.problems))
+
+
+def check_values(cfg) -> list[str]:
+    """Every range and combination rule on the config's values; one message per problem."""
+    errors = []
+    for name in ("distill_weight", "distill_weight_end"):
+        v = getattr(cfg, name)
+        if v is not None and not 0.0 <= v <= 1.0:
+            errors.append(f"{name}={v} is outside [0, 1]; set it between 0 and 1")
+    for v in cfg.distill_weight_values or []:
+        if not 0.0 <= v <= 1.0:
+            errors.append(f"distill_weight_values contains {v}, outside [0, 1]; use weights between 0 and 1")
+    for name in ("temperature", "temperature_end"):
+        v = getattr(cfg, name)
+        if v is not None and not v > 0:
+            errors.append(f"{name}={v} must be > 0; use a positive temperature such as 2.0")
+    for v in cfg.temperature_values or []:
+        if not v > 0:
+            errors.append(f"temperature_values contains {v}; every temperature must be > 0")
+    for name in ("num_labeled", "max_unlabeled", "max_validation_samples", "max_test_samples"):
+        v = getattr(cfg, name)
+        if v is not None and v < 1:
+            errors.append(f"{name}={v} must be >= 1 (or leave it unset)")
+    for name in ("num_train_epochs", "teacher_num_train_epochs", "learning_rate", "teacher_learning_rate"):
+        if not getattr(cfg, name) > 0:
+            errors.append(f"{name}={getattr(cfg, name)} must be > 0")
+    from ..data.augment import check_options as check_augment
+
+    errors += check_augment(cfg.augment, cfg.augment_factor, cfg.augment_prob)
+    if cfg.teacher_cache_topk is not None and cfg.teacher_cache_topk < 1:
+        errors.append(f"teacher_cache_topk={cfg.teacher_cache_topk} must be >= 1 (or leave it unset for full logits)")
+    for name in ("latency_samples", "throughput_batch_size", "per_device_train_batch_size"):
+        if getattr(cfg, name) < 1:
+            errors.append(f"{name}={getattr(cfg, name)} must be >= 1")
+    if not cfg.grad_spike_factor >= 0:
+        errors.append(f"grad_spike_factor={cfg.grad_spike_factor} must be >= 0 (0 turns the check off)")
+    if cfg.max_length < 8:
+        errors.append(f"max_length={cfg.max_length} is too small; use at least 8 tokens")
+    if cfg.freeze_layers < 0:
+        errors.append(f"freeze_layers={cfg.freeze_layers} must be >= 0")
+    if cfg.intermediate_epochs < 0:
+        errors.append("intermediate_epochs must be >= 0")
+    if cfg.final_finetune_epochs < 0:
+        errors.append("final_finetune_epochs must be >= 0")
+    for name in ("validation_size", "test_size"):
+        if getattr(cfg, name) < 0:
+            errors.append(f"{name} must be >= 0 (fraction < 1 or a row count)")
+    if cfg.student_layers is not None and len(cfg.student_layers) == 0:
+        errors.append("student_layers is empty; list at least one teacher layer index")
+    errors += check_data_options(cfg)
+    errors += check_training_ranges(cfg)
+    return errors
+
+
+def check_data_options(cfg) -> list[str]:
+    """Values that the data loader would take silently in a wrong sense, or crash on mid-load."""
+    errors = []
+    if isinstance(cfg.output_dir, str) and not cfg.output_dir.strip():
+        errors.append(f"output_dir={cfg.output_dir!r} is empty; give the folder the run writes to, e.g. runs/my_run")
+    roles = ([("input_column", cfg.input_column)] if cfg.input_column else
+             [("text_column", cfg.text_column), ("text_pair_column", cfg.text_pair_column)])
+    seen: dict = {}
+    for role, col in roles + [("label_column", cfg.label_column)]:
+        if col is None:
+            continue
+        if col in seen:
+            errors.append(f"{role}={col!r} is also the {seen[col]}; give each of them its own column")
+        else:
+            seen[col] = role
+    for name in ("validation_size", "test_size"):
+        v = getattr(cfg, name)
+        if v >= 1 and not float(v).is_integer():
+            errors.append(f"{name}={v} is neither a fraction below 1 nor a whole row count; use e.g. 0.1 "
+                          f"(that share of train) or 100 (rows)")
+    return errors
+
+def check_training_ranges(cfg) -> list[str]:
+    """TrainingArguments values that, out of range, pass TrainingArguments' own checks but fail only
+    mid-run (after the output folder is written) or make the run do something else than asked."""
+    errors = []
+
+    def value(v):
+        return str(getattr(v, "value", v))  # enums once TrainingArguments has converted them (replace)
+
+    for name in ("gradient_accumulation_steps", "per_device_eval_batch_size"):
+        if getattr(cfg, name) < 1:
+            errors.append(f"{name}={getattr(cfg, name)} must be >= 1")
+    for name in ("seed", "data_seed"):
+        v = getattr(cfg, name)
+        if v is not None and not 0 <= v <= 2 ** 32 - 1:
+            errors.append(f"{name}={v} must be between 0 and 4294967295 (2**32 - 1), the seeds numpy accepts")
+    for name in ("eval_accumulation_steps", "dataloader_prefetch_factor"):
+        v = getattr(cfg, name)
+        if v is not None and v < 1:
+            errors.append(f"{name}={v} must be >= 1 (or leave it unset)")
+    for name, strategy in (("logging_steps", "logging_strategy"), ("eval_steps", "eval_strategy"),
+                           ("save_steps", "save_strategy")):
+        v = getattr(cfg, name)
+        if v is not None and (v < 0 or v == 0 and name != "eval_steps" and value(getattr(cfg, strategy)) == "steps"):
+            errors.append(f"{name}={v} must be > 0: a step count (>= 1) or a share of the training steps (< 1)")
+    for name, note in (("warmup_steps", ""), ("weight_decay", ""), ("max_grad_norm", " (0 turns clipping off)"),
+                       ("adam_epsilon", "")):
+        v = getattr(cfg, name)
+        if v < 0:
+            errors.append(f"{name}={v} must be >= 0{note}")
+    for name in ("adam_beta1", "adam_beta2"):
+        v = getattr(cfg, name)
+        if not 0 <= v < 1:
+            errors.append(f"{name}={v} must be in [0, 1), e.g. 0.9 or 0.999")
+    if cfg.dataloader_num_workers is not None and cfg.dataloader_num_workers < -1:
+        errors.append(f"dataloader_num_workers={cfg.dataloader_num_workers} must be >= 0 (or -1 for auto)")
+    if cfg.save_total_limit is not None and cfg.save_total_limit < 0:
+        errors.append(f"save_total_limit={cfg.save_total_limit} must be >= 1, or 0 (or unset) to keep every checkpoint")
+    return errors
+
+def check_choices(cfg) -> list[str]:
+    import dataclasses
+    import difflib
+
+    errors = []
+    for c in GROUPS:
+        for f in dataclasses.fields(c):
+            choices, value = f.metadata.get("choices"), getattr(cfg, f.name)
+            if choices and value is not None and value not in choices:
+                near = difflib.get_close_matches(str(value), choices, n=1)
+                hint = f"did you mean '{near[0]}'? " if near else ""
+                errors.append(f"{f.name}='{value}' is not one of {', '.join(choices)} ({hint}pick one of them)")
+    return errors
