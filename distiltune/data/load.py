@@ -8,17 +8,15 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 
 import numpy as np
-from datasets import ClassLabel, Dataset, DatasetDict, Value, concatenate_datasets
+from datasets import ClassLabel, Dataset, Value, concatenate_datasets
 
 from ..errors import DistilTuneError
+from .sources import _load_sources
 from ..constants import AtMost
 from ..constants import IGNORE_INDEX
-
-READERS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 
 
 @dataclass
@@ -47,112 +45,6 @@ class TaskData:
             for col in (*self.text_columns, "labels"):
                 h.update(json.dumps(list(ds[col])).encode())
         return h.hexdigest()[:16]
-
-
-def _read_file(path: str, what: str, text_column: str | None = None) -> Dataset:
-    ext = os.path.splitext(path)[1].lower()
-    if not os.path.isfile(path):
-        raise DistilTuneError(f"{what} not found: {path}", f"check the path given for {what}")
-    if ext == ".txt" and text_column:  # unlabeled text: one text per line
-        try:
-            with open(path, encoding="utf-8") as f:
-                lines = [line.strip() for line in f]
-        except UnicodeDecodeError:
-            raise DistilTuneError(f"{what} {path} is not text (not UTF-8)", "give a UTF-8 text file, one text per line") from None
-        lines = [line for line in lines if line]
-        if not lines:
-            raise DistilTuneError(f"{what} {path} is empty (no lines with text)", f"give a {what} with at least one line")
-        return Dataset.from_dict({text_column: lines})
-    if ext not in READERS:
-        raise DistilTuneError(f"{what} {path} has unsupported type '{ext}'",
-                              "use .csv, .json, .jsonl or .parquet" + (" (or .txt, one text per line)" if text_column else ""))
-    from datasets import load_dataset
-
-    try:
-        ds = load_dataset(READERS[ext], data_files=path, split="train")
-    except Exception as e:  # malformed files come in many shapes; one line is enough
-        if _has_no_rows(path, ext):
-            raise DistilTuneError(f"{what} {path} is empty (no data rows)", f"give a {what} with at least one row") from None
-        raise DistilTuneError(f"could not read {what} {path}: {str(e).splitlines()[0][:200]}",
-                              "check that the file is valid " + READERS[ext].upper()) from None
-    if len(ds) == 0:
-        raise DistilTuneError(f"{what} {path} is empty (no data rows)", f"give a {what} with at least one row")
-    return ds
-
-
-def _has_no_rows(path: str, ext: str) -> bool:
-    import pandas as pd
-
-    try:
-        if ext == ".csv":
-            return len(pd.read_csv(path)) == 0
-        if ext == ".parquet":
-            return len(pd.read_parquet(path)) == 0
-        with open(path) as f:  # JSON / JSON lines
-            return not f.read().strip()
-    except Exception:
-        return os.path.getsize(path) == 0
-
-
-def _load_sources(cfg) -> tuple[DatasetDict, Dataset | None]:
-    splits: dict[str, Dataset] = {}
-    from ..models.factories import is_factory
-
-    if cfg.dataset_name and is_factory(cfg.dataset_name):
-        splits.update(_from_factory(cfg.dataset_name))
-    elif cfg.dataset_name and cfg.dataset_name.startswith("demo:"):
-        if cfg.dataset_name != "demo:rotten_tomatoes":
-            raise DistilTuneError(f"unknown demo dataset '{cfg.dataset_name}'", "use demo:rotten_tomatoes")
-        from ..assets import load_rotten_tomatoes
-
-        ds = Dataset.from_pandas(load_rotten_tomatoes(), preserve_index=False)
-        splits["train"] = ds.cast_column("label", ClassLabel(names=["negative", "positive"]))
-    elif cfg.dataset_name:
-        from datasets import load_dataset
-
-        try:
-            dd = load_dataset(cfg.dataset_name, cfg.dataset_config_name)
-        except Exception as e:
-            raise DistilTuneError(f"could not load dataset '{cfg.dataset_name}': {str(e).splitlines()[0][:200]}",
-                                  "check the name and your internet access, or use local files (train_file)") from None
-        for k, v in dd.items():
-            if k in ("train", "validation", "test") and not _labels_hidden(v, cfg.label_column, k):
-                splits[k] = v  # hub test splits often hide labels (-1): a seeded split replaces them
-    for split in ("train", "validation", "test"):
-        path = getattr(cfg, f"{split}_file")
-        if path:
-            splits[split] = _read_file(path, f"{split}_file")
-    if "train" not in splits:
-        raise DistilTuneError("no training data given", "set dataset_name or train_file")
-    unlabeled = (_read_file(cfg.unlabeled_file, "unlabeled_file", None if getattr(cfg, "input_column", None) else cfg.text_column)
-                 if cfg.unlabeled_file else None)
-    return DatasetDict(splits), unlabeled
-
-
-def _from_factory(spec: str) -> dict[str, Dataset]:
-    """``dataset_name: file.py:function``: the function returns a DatasetDict (or a dict of
-    Datasets) with a train split and optionally validation/test."""
-    from ..models.factories import load_factory
-
-    dd = load_factory(spec)()
-    if not isinstance(dd, (dict, DatasetDict)) or "train" not in dd or not all(isinstance(v, Dataset) for v in dd.values()):
-        raise DistilTuneError(f"dataset factory '{spec}' returned {type(dd).__name__}, not a DatasetDict with a train split",
-                              "return datasets.DatasetDict({'train': ..., 'validation': ..., 'test': ...})")
-    return {k: v for k, v in dd.items() if k in ("train", "validation", "test")}
-
-
-def _labels_hidden(ds: Dataset, col: str, split: str) -> bool:
-    if split == "train" or col not in ds.column_names:
-        return False
-    values = ds[col]
-    missing = sum(v is None or v == -1 for v in values)
-    if missing == len(values):
-        print(f"[distiltune] the {split} split has no labels; a seeded split of train is used instead")
-        return True
-    if missing:
-        raise DistilTuneError(f"the {split} split has {missing} rows without a label (-1 or empty)",
-                              f"drop them or give a fully labelled {split}_file")
-    return False
 
 
 def _check_columns(ds: Dataset, columns: list[str], split: str) -> None:
@@ -222,22 +114,10 @@ def _split_size(size: float, n: int) -> int:
     return int(round(size * n)) if size < 1 else int(size)
 
 
-def load_task_data(cfg) -> TaskData:
-    """Read, check and split the data described by ``cfg``; raises DistilTuneError on bad input."""
-    dd, unlabeled = _load_sources(cfg)
-    text = not getattr(cfg, "input_column", None)
-    text_cols = ([cfg.text_column] + ([cfg.text_pair_column] if cfg.text_pair_column else [])) if text else [cfg.input_column]
-    for split, ds in dd.items():
-        if len(ds) == 0:
-            raise DistilTuneError(f"the {split} split is empty", f"give a {split} file with at least one row")
-        _check_columns(ds, text_cols + [cfg.label_column], split)
-    task, names = _label_space(dd["train"], cfg)
-    if names is not None and len(names) < 2:
-        raise DistilTuneError(f"the training labels hold a single class {names}", "give data with at least two classes")
-    seed = cfg.data_seed if getattr(cfg, "data_seed", None) is not None else cfg.seed
+def _seeded_splits(dd, cfg, seed: int):
+    """Train, validation and test: the data's own, or seeded splits of train (test first, so it never
+    depends on validation_size)."""
     train = dd["train"]
-    has_own_splits = "test" in dd and "validation" in dd
-    # Seeded splits when the data does not bring its own (test first, so it never depends on validation_size).
     if "test" not in dd:
         n = _split_size(cfg.test_size, len(train))
         if n < 1 or n >= len(train):
@@ -251,19 +131,18 @@ def load_task_data(cfg) -> TaskData:
                                   "give validation_file or a smaller validation_size")
         parts = train.train_test_split(test_size=n, seed=seed)
         train, dd["validation"] = parts["train"], parts["test"]
-    keep = text_cols + [cfg.label_column]
-    enc = {}
-    for split, ds in (("train", train), ("validation", dd["validation"]), ("test", dd["test"])):
-        ds = ds.select_columns(keep)
-        if text:
-            ds = ds.filter(lambda r: all(isinstance(r[c], str) and r[c].strip() for c in text_cols))
-        if len(ds) == 0:
-            raise DistilTuneError(f"the {split} split has no rows with text in {text_cols}", "check text_column")
-        enc[split] = _encode_labels(ds, cfg, task, names, split)
-    train = enc["train"]
+    return train, dd["validation"], dd["test"]
+
+
+def _with_text(ds, text_cols):
+    return ds.filter(lambda r: all(isinstance(r[c], str) and r[c].strip() for c in text_cols))
+
+
+def _labelled_and_extra(train, unlabeled, cfg, text_cols, seed: int, own_splits: bool):
+    """The labelled rows kept (num_labeled) and the text rows the student learns from the teacher alone."""
     extra = None
     if cfg.num_labeled is not None and cfg.num_labeled > len(train) and not isinstance(cfg.num_labeled, AtMost):
-        split = "" if has_own_splits else " after the seeded validation and test splits"
+        split = "" if own_splits else " after the seeded validation and test splits"
         raise DistilTuneError(f"num_labeled={cfg.num_labeled} asks for more labelled rows than the training split has "
                               f"({len(train)} rows with text{split})",
                               f"lower num_labeled to at most {len(train)}, or leave it unset to keep every label")
@@ -273,23 +152,53 @@ def load_task_data(cfg) -> TaskData:
         extra = shuffled.select(range(cfg.num_labeled, len(shuffled))).select_columns(text_cols)
     if unlabeled is not None:
         _check_columns(unlabeled, text_cols, "unlabeled")
-        unl = unlabeled.select_columns(text_cols).filter(lambda r: all(isinstance(r[c], str) and r[c].strip() for c in text_cols))
+        unl = _with_text(unlabeled.select_columns(text_cols), text_cols)
         if len(unl) == 0:
             raise DistilTuneError(f"unlabeled_file {cfg.unlabeled_file} has no rows with text", "give a file with text rows or drop it")
         extra = unl if extra is None else concatenate_datasets([extra, unl])
-    if extra is not None:
-        extra = _take(extra, cfg.max_unlabeled, seed)
-        fill = float("nan") if task == "regression" else IGNORE_INDEX
-        extra = extra.add_column("labels", [fill] * len(extra))
-        extra = extra.cast(train.features)
+    return train, extra
+
+
+def _main_metric(cfg, task: str) -> str:
     metric = cfg.metric if cfg.metric != "auto" else ("pearson" if task == "regression" else "accuracy")
     if task == "regression" and metric in ("accuracy", "f1", "matthews"):
         raise DistilTuneError(f"metric '{metric}' needs class labels but the task is regression", "use pearson or spearman")
     if task == "classification" and metric in ("pearson", "spearman"):
         raise DistilTuneError(f"metric '{metric}' is for regression but the labels are classes", "use accuracy, f1 or matthews")
+    return metric
+
+
+def load_task_data(cfg) -> TaskData:
+    """Read, check and split the data described by ``cfg``; raises DistilTuneError on bad input."""
+    dd, unlabeled = _load_sources(cfg)
+    text = not getattr(cfg, "input_column", None)
+    text_cols = ([cfg.text_column] + ([cfg.text_pair_column] if cfg.text_pair_column else [])) if text else [cfg.input_column]
+    for split, ds in dd.items():
+        if len(ds) == 0:
+            raise DistilTuneError(f"the {split} split is empty", f"give a {split} file with at least one row")
+        _check_columns(ds, text_cols + [cfg.label_column], split)
+    task, names = _label_space(dd["train"], cfg)
+    if names is not None and len(names) < 2:
+        raise DistilTuneError(f"the training labels hold a single class {names}", "give data with at least two classes")
+    seed = cfg.data_seed if getattr(cfg, "data_seed", None) is not None else cfg.seed
+    own_splits = "test" in dd and "validation" in dd
+    enc = {}
+    for split, ds in zip(("train", "validation", "test"), _seeded_splits(dd, cfg, seed)):
+        ds = ds.select_columns(text_cols + [cfg.label_column])
+        if text:
+            ds = _with_text(ds, text_cols)
+        if len(ds) == 0:
+            raise DistilTuneError(f"the {split} split has no rows with text in {text_cols}", "check text_column")
+        enc[split] = _encode_labels(ds, cfg, task, names, split)
+    train, extra = _labelled_and_extra(enc["train"], unlabeled, cfg, text_cols, seed, own_splits)
+    if extra is not None:
+        extra = _take(extra, cfg.max_unlabeled, seed)
+        fill = float("nan") if task == "regression" else IGNORE_INDEX
+        extra = extra.add_column("labels", [fill] * len(extra))
+        extra = extra.cast(train.features)
     return TaskData(train=train, unlabeled=extra,
                     validation=_take(enc["validation"], cfg.max_validation_samples, seed),
                     test=_take(enc["test"], cfg.max_test_samples, seed),
-                    label_names=names, task_type=task, metric=metric, text_columns=tuple(text_cols))
+                    label_names=names, task_type=task, metric=_main_metric(cfg, task), text_columns=tuple(text_cols))
 
 
