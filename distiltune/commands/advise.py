@@ -61,13 +61,7 @@ class _RandomRows:
         return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
 
 
-def advise(teacher: str, latency_ms: float | None = None, size_mb: float | None = None, labelled: int | None = None,
-           unlabeled: int | None = None, train_hours: float | None = None, seq_len: int = 32, samples: int = 30) -> dict:
-    from transformers import AutoConfig, AutoModelForSequenceClassification
-
-    from ..models.inference import measure_speeds
-    from ..models.hf import count_params, resolve_path
-
+def _check_budgets(latency_ms, size_mb, labelled, unlabeled, train_hours, seq_len) -> None:
     for name, v in (("--latency-ms", latency_ms), ("--size-mb", size_mb), ("--train-hours", train_hours)):
         if v is not None and not v > 0:
             raise DistilTuneError(f"{name} {v} must be > 0", f"give a positive budget, or leave {name} out")
@@ -76,6 +70,13 @@ def advise(teacher: str, latency_ms: float | None = None, size_mb: float | None 
             raise DistilTuneError(f"{name} {v} must be >= 0", "give a row count")
     if not 2 <= seq_len <= 512:
         raise DistilTuneError(f"--seq-len {seq_len} is out of range", "use the typical token length of your texts, 2 to 512")
+
+
+def _teacher_config(teacher: str):
+    from transformers import AutoConfig
+
+    from ..models.hf import resolve_path
+
     try:
         config = AutoConfig.from_pretrained(resolve_path(teacher))
     except (OSError, ValueError) as e:
@@ -85,98 +86,129 @@ def advise(teacher: str, latency_ms: float | None = None, size_mb: float | None 
         raise DistilTuneError(f"advise shrinks transformer encoders; '{teacher}' is a '{config.model_type}' model",
                               f"supported: {', '.join(sorted(ENCODERS))} (for other networks, measure your own student "
                               "factories with distiltune evaluate)")
+    return config
+
+
+def _row(name, n, w, p, s) -> dict:
+    return {"shape": name, "layers": n, "hidden": w, "params": p, "size_mb_fp32": round(p * 4 / 1e6, 1),
+            "size_mb_int8_est": round(p / 1e6, 2), "latency_ms_p50": round(s["latency_ms_p50"], 2),
+            "latency_ms_p95": round(s["latency_ms_p95"], 2), "throughput_sps": round(s["throughput_sps"], 1)}
+
+
+def _measure(config, seq_len: int, size_mb, samples: int) -> tuple[dict, list[dict]]:
+    """The teacher's shape and the smaller candidate shapes (randomly initialised: same shape, same
+    speed), timed side by side at batch 1 and 32; candidates too large even after int8 are skipped."""
+    from datasets import Dataset
+    from transformers import AutoModelForSequenceClassification
+
+    from ..models.hf import count_params
+    from ..models.inference import measure_speeds
+
     k = _keys(config)
     layers, hidden = int(getattr(config, k["layers"])), int(getattr(config, k["hidden"]))
-    seq_len = min(seq_len, getattr(config, "max_position_embeddings", 512) - 2)
     torch.manual_seed(0)
-    t_model = AutoModelForSequenceClassification.from_config(config).eval()  # same shape: same speed
-    t_params = count_params(t_model)
+    t_model = AutoModelForSequenceClassification.from_config(config).eval()
     candidates = {}
     for n, w in shapes(layers, hidden):
         if (n, w) == (layers, hidden):
             continue
-        c = student_config(config, n, w)
-        m = AutoModelForSequenceClassification.from_config(c).eval()
+        m = AutoModelForSequenceClassification.from_config(student_config(config, n, w)).eval()
         p = count_params(m)
         if size_mb is not None and p * 4 / 1e6 > size_mb and p / 1e6 > size_mb:  # not even int8 (~1 byte/param) fits
             continue
         candidates[f"{n}x{w}"] = (m, n, w, p)
     rows = _RandomRows(config.vocab_size, seq_len)
-    from datasets import Dataset
-
     ds = Dataset.from_dict({"i": list(range(samples))})
     entries = {"teacher": (t_model, rows, ds)} | {name: (m, rows, ds) for name, (m, *_) in candidates.items()}
     speeds = measure_speeds(entries, latency_samples=samples, batch_size=32, throughput_batches=2)
+    t_row = _row("teacher", layers, hidden, count_params(t_model), speeds["teacher"]) | {"shape": f"{layers}x{hidden}"}
+    found = sorted((_row(name, n, w, p, speeds[name]) for name, (_, n, w, p) in candidates.items()),
+                   key=lambda r: -r["params"])
+    return t_row, found
 
-    def row(name, n, w, p):
-        s = speeds[name]
-        return {"shape": name, "layers": n, "hidden": w, "params": p, "size_mb_fp32": round(p * 4 / 1e6, 1),
-                "size_mb_int8_est": round(p / 1e6, 2), "latency_ms_p50": round(s["latency_ms_p50"], 2),
-                "latency_ms_p95": round(s["latency_ms_p95"], 2), "throughput_sps": round(s["throughput_sps"], 1)}
 
-    t_row = row("teacher", layers, hidden, t_params) | {"shape": f"{layers}x{hidden}"}
-    rows_out = sorted((row(name, n, w, p) for name, (_, n, w, p) in candidates.items()), key=lambda r: -r["params"])
+def _fits(r: dict, latency_ms, size_mb) -> bool:
+    return (latency_ms is None or r["latency_ms_p50"] <= latency_ms) and (
+        size_mb is None or r["size_mb_fp32"] <= size_mb or r["size_mb_int8_est"] <= size_mb)
 
-    def fits(r):
-        return (latency_ms is None or r["latency_ms_p50"] <= latency_ms) and (
-            size_mb is None or r["size_mb_fp32"] <= size_mb or r["size_mb_int8_est"] <= size_mb)
 
+def _teacher_fits(t_row: dict, latency_ms, size_mb) -> str:
+    return (f"the teacher's own shape already meets the budget ({t_row['latency_ms_p50']:.1f} ms at batch 1"
+            + (f" <= {latency_ms:g} ms" if latency_ms else "") + f", {t_row['size_mb_fp32']:.0f} MB fp32"
+            + (f" <= {size_mb:g} MB" if size_mb and t_row["size_mb_fp32"] <= size_mb else
+               f", ~{t_row['size_mb_int8_est']:.3g} MB after int8 export <= {size_mb:g} MB" if size_mb else "")
+            + "): fine-tune it on the task; distillation would trade accuracy for speed you do not need")
+
+
+def _pick_student(t_row, rows_out, latency_ms, size_mb, seq_len) -> tuple[dict, list[str]]:
+    """The largest measured shape within the budget, and why a smaller model is needed at all."""
+    ok = [r for r in rows_out if _fits(r, latency_ms, size_mb)]
+    if not ok:
+        fastest = min(rows_out + [t_row], key=lambda r: r["latency_ms_p50"])
+        smallest = min(rows_out + [t_row], key=lambda r: r["params"])
+        raise DistilTuneError(
+            f"no student shape meets the budget: the fastest measured here is {fastest['shape']} "
+            f"({fastest['latency_ms_p50']:.2f} ms at batch 1, {seq_len} tokens, {torch.get_num_threads()} threads) and the "
+            f"smallest {smallest['shape']} ({smallest['size_mb_fp32']} MB fp32, ~{smallest['size_mb_int8_est']} MB int8)",
+            "raise the budget, shorten the inputs (--seq-len), or start from a smaller teacher")
+    pick = ok[0]  # most parameters that fits: the most capacity to keep the teacher's accuracy
+    why = []
+    if latency_ms is not None and t_row["latency_ms_p50"] > latency_ms:
+        why.append(f"the teacher takes {t_row['latency_ms_p50']:.1f} ms at batch 1, over the {latency_ms:g} ms budget")
+    if size_mb is not None and t_row["size_mb_fp32"] > size_mb:
+        why.append(f"it is {t_row['size_mb_fp32']:.3g} MB in fp32, over the {size_mb:g} MB budget")
+    reasons = ["deployment is constrained: " + " and ".join(why) + "; so the model you ship must be smaller",
+               f"the largest measured shape that fits is {pick['layers']} layers x {pick['hidden']} wide "
+               f"({pick['params'] / 1e6:.1f}M params, {pick['latency_ms_p50']:.1f} ms at batch 1, "
+               f"{t_row['latency_ms_p50'] / pick['latency_ms_p50']:.1f}x faster than the teacher, "
+               f"{pick['size_mb_fp32']:.3g} MB fp32 / ~{pick['size_mb_int8_est']:.3g} MB int8); "
+               "more capacity keeps more of the teacher's accuracy"
+               + ("" if pick["size_mb_fp32"] <= (size_mb or float("inf")) else "; it meets the size budget only "
+                  "after int8 export (distiltune export --quantize int8)")]
+    return pick, reasons
+
+
+def _strategy(labelled, unlabeled) -> tuple[str, str]:
+    if labelled is not None and labelled >= ENOUGH_LABELS:
+        return "distill_finetune", (f"{labelled} labelled rows are enough for a final hard-label stage: distil (the "
+                                    "teacher's soft labels, annealed temperature), then fine-tune the student on the labels")
+    return "distill", ((f"with {labelled} labelled rows" if labelled is not None else "without a label count")
+                       + " the teacher's soft labels carry most of the signal: distil"
+                       + (f", and let the teacher label the {unlabeled} unlabeled rows too" if unlabeled else
+                          "; unlabeled text of the task would help (the teacher labels it)"))
+
+
+def _training_hours(result: dict, labelled: int, unlabeled) -> float:
+    """Rough training cost: forward+backward ~ 3 forwards, throughput measured here at batch 32."""
+    rows_seen = labelled + (unlabeled or 0)
+    t_sps, s_sps = result["teacher"]["throughput_sps"], (result["student"] or result["teacher"])["throughput_sps"]
+    secs = labelled * 2 * TRAIN_COST / t_sps  # teacher fine-tune, 2 epochs
+    if result["strategy"] != "finetune":
+        secs += rows_seen / t_sps + rows_seen * 3 * TRAIN_COST / s_sps  # teacher labels once; student 3 epochs
+    return secs / 3600
+
+
+def advise(teacher: str, latency_ms: float | None = None, size_mb: float | None = None, labelled: int | None = None,
+           unlabeled: int | None = None, train_hours: float | None = None, seq_len: int = 32, samples: int = 30) -> dict:
+    _check_budgets(latency_ms, size_mb, labelled, unlabeled, train_hours, seq_len)
+    config = _teacher_config(teacher)
+    seq_len = min(seq_len, getattr(config, "max_position_embeddings", 512) - 2)
+    t_row, rows_out = _measure(config, seq_len, size_mb, samples)
     budgets = {"latency_ms_p50": latency_ms, "size_mb": size_mb, "labelled": labelled, "unlabeled": unlabeled,
                "train_hours": train_hours, "seq_len": seq_len, "threads": torch.get_num_threads()}
     result = {"teacher": t_row, "budgets": budgets, "candidates": rows_out}
-    reasons = []
-    if fits(t_row):
+    if _fits(t_row, latency_ms, size_mb):
         result["strategy"], result["student"] = "finetune", None
-        reasons.append(f"the teacher's own shape already meets the budget ({t_row['latency_ms_p50']:.1f} ms at batch 1"
-                       + (f" <= {latency_ms:g} ms" if latency_ms else "") + f", {t_row['size_mb_fp32']:.0f} MB fp32"
-                       + (f" <= {size_mb:g} MB" if size_mb and t_row["size_mb_fp32"] <= size_mb else
-                          f", ~{t_row['size_mb_int8_est']:.3g} MB after int8 export <= {size_mb:g} MB" if size_mb else "")
-                       + "): fine-tune it on the task; distillation would trade accuracy for speed you do not need")
+        reasons = [_teacher_fits(t_row, latency_ms, size_mb)]
     else:
-        ok = [r for r in rows_out if fits(r)]
-        if not ok:
-            fastest = min(rows_out + [t_row], key=lambda r: r["latency_ms_p50"])
-            smallest = min(rows_out + [t_row], key=lambda r: r["params"])
-            raise DistilTuneError(
-                f"no student shape meets the budget: the fastest measured here is {fastest['shape']} "
-                f"({fastest['latency_ms_p50']:.2f} ms at batch 1, {seq_len} tokens, {torch.get_num_threads()} threads) and the "
-                f"smallest {smallest['shape']} ({smallest['size_mb_fp32']} MB fp32, ~{smallest['size_mb_int8_est']} MB int8)",
-                "raise the budget, shorten the inputs (--seq-len), or start from a smaller teacher")
-        pick = ok[0]  # most parameters that fits: the most capacity to keep the teacher's accuracy
-        result["student"] = pick
-        why = []
-        if latency_ms is not None and t_row["latency_ms_p50"] > latency_ms:
-            why.append(f"the teacher takes {t_row['latency_ms_p50']:.1f} ms at batch 1, over the {latency_ms:g} ms budget")
-        if size_mb is not None and t_row["size_mb_fp32"] > size_mb:
-            why.append(f"it is {t_row['size_mb_fp32']:.3g} MB in fp32, over the {size_mb:g} MB budget")
-        reasons.append("deployment is constrained: " + " and ".join(why) + "; so the model you ship must be smaller")
-        reasons.append(f"the largest measured shape that fits is {pick['layers']} layers x {pick['hidden']} wide "
-                       f"({pick['params'] / 1e6:.1f}M params, {pick['latency_ms_p50']:.1f} ms at batch 1, "
-                       f"{t_row['latency_ms_p50'] / pick['latency_ms_p50']:.1f}x faster than the teacher, "
-                       f"{pick['size_mb_fp32']:.3g} MB fp32 / ~{pick['size_mb_int8_est']:.3g} MB int8); "
-                       "more capacity keeps more of the teacher's accuracy"
-                       + ("" if pick["size_mb_fp32"] <= (size_mb or float("inf")) else "; it meets the size budget only "
-                          "after int8 export (distiltune export --quantize int8)"))
-        if labelled is not None and labelled >= ENOUGH_LABELS:
-            result["strategy"] = "distill_finetune"
-            reasons.append(f"{labelled} labelled rows are enough for a final hard-label stage: distil (the teacher's "
-                           "soft labels, annealed temperature), then fine-tune the student on the labels")
-        else:
-            result["strategy"] = "distill"
-            reasons.append((f"with {labelled} labelled rows" if labelled is not None else "without a label count")
-                           + " the teacher's soft labels carry most of the signal: distil"
-                           + (f", and let the teacher label the {unlabeled} unlabeled rows too" if unlabeled else
-                              "; unlabeled text of the task would help (the teacher labels it)"))
-    # Rough training cost: forward+backward ~ 3 forwards, throughput measured here at batch 32.
+        result["student"], reasons = _pick_student(t_row, rows_out, latency_ms, size_mb, seq_len)
+        result["strategy"], why = _strategy(labelled, unlabeled)
+        reasons.append(why)
     if labelled is not None:
-        rows_seen = labelled + (unlabeled or 0)
-        t_sps, s_sps = t_row["throughput_sps"], (result["student"] or t_row)["throughput_sps"]
-        secs = labelled * 2 * TRAIN_COST / t_sps  # teacher fine-tune, 2 epochs
-        if result["strategy"] != "finetune":
-            secs += rows_seen / t_sps + rows_seen * 3 * TRAIN_COST / s_sps  # teacher labels once; student 3 epochs
-        result["estimated_training_hours"] = float(f"{secs / 3600:.3g}")
-        if train_hours is not None and secs / 3600 > train_hours:
-            reasons.append(f"estimated training time here is {secs / 3600:.2g} h, over the {train_hours:g} h budget: "
+        hours = _training_hours(result, labelled, unlabeled)
+        result["estimated_training_hours"] = float(f"{hours:.3g}")
+        if train_hours is not None and hours > train_hours:
+            reasons.append(f"estimated training time here is {hours:.2g} h, over the {train_hours:g} h budget: "
                            "use fewer unlabeled rows or epochs, a GPU, or a smaller student")
     result["reasons"] = reasons
     return result
