@@ -96,6 +96,7 @@ class DistillationTrainer(Trainer):
         with self._users_nan_filter():
             return super().evaluation_loop(*args, **kwargs)
 
+    # Private override: _save writes training_args.bin and has no public hook around it.
     def _save(self, *args, **kwargs):
         with self._users_nan_filter():  # training_args.bin holds what the user set
             return super()._save(*args, **kwargs)
@@ -140,6 +141,8 @@ class DistillationTrainer(Trainer):
             out = output_dir or self.args.output_dir
             save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, os.path.join(out, self.TERMS_FILE))
 
+    # Private override: no public hook runs between writing a checkpoint and rotating old ones away
+    # (on_save comes after the rotation), and sealing must come first.
     def _save_checkpoint(self, model, trial) -> None:
         """The Trainer's checkpoint, sealed with a manifest before older ones are rotated away, so a
         kill at any moment leaves at least one complete checkpoint (see ``checkpoints``)."""
@@ -156,6 +159,7 @@ class DistillationTrainer(Trainer):
             rotate_checkpoints(output_dir=run_dir, save_total_limit=limit,
                                best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=True)
 
+    # Private override: callbacks are not told which checkpoint is resumed; the terms' projections load with the model.
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         super()._load_from_checkpoint(resume_from_checkpoint, model)
         path = os.path.join(resume_from_checkpoint, self.TERMS_FILE)
@@ -164,6 +168,7 @@ class DistillationTrainer(Trainer):
 
             self.terms.load_state_dict(load_file(path, device=str(self.args.device)))
 
+    # Private override: the Trainer takes no sampler argument; this is where it builds its own.
     def _get_train_sampler(self, train_dataset=None):
         """The Trainer's length-grouped sampler, given the ``length`` column as a list (indexing the
         lazy Arrow column row by row costs more than a short epoch's worth of steps), with its order
@@ -254,7 +259,7 @@ class DistillationTrainer(Trainer):
         return (zero, student_out) if return_outputs else zero
 
     def _get_grad_norm(self, model, grad_norm=None):
-        # No public hook sees each step's gradient norm; the Trainer computes it here (see test_trainer_terms).
+        # Private override: no public hook sees each step's gradient norm (callbacks get it only when logged).
         norm = super()._get_grad_norm(model, grad_norm)
         self.spikes.add(self.state.global_step + 1, norm)  # kept on the device; read when the losses are logged
         return norm
