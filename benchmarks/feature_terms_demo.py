@@ -17,7 +17,8 @@ import os
 import statistics
 import time
 
-from distiltune.cli import DEMO_CONFIG, _quiet_libraries
+from distiltune.cli import _quiet_libraries
+from distiltune.commands.run import DEMO_CONFIG
 from distiltune.config.io import build_config, read_yaml
 from distiltune.pipeline.run import run_pipeline
 

@@ -8,6 +8,7 @@ import copy
 import torch
 
 from ..errors import DistilTuneError
+from .args import Args
 from ..models.features import ENCODERS
 
 # Labels below which a final hard-label stage has too little to learn from (rule of thumb).
@@ -232,3 +233,23 @@ def advice_text(r: dict) -> str:
     for c in r["candidates"]:
         lines.append(f"  {c['shape']:>8}  {c['params'] / 1e6:7.1f}M  {c['size_mb_fp32']:7.1f} MB  {c['latency_ms_p50']:7.2f} ms")
     return "\n".join(lines)
+
+
+def cli(argv: list[str]) -> int:
+    import json
+
+
+    p = Args(prog="distiltune advise", description="Measure the teacher and smaller student shapes here; recommend a "
+              "shape and a strategy (finetune, distill, distill_finetune) for your budget.")
+    p.add_argument("--teacher", required=True, help="Teacher folder, hub name or demo:all-mpnet-base-v2.")
+    p.add_argument("--latency-ms", type=float, help="Latency budget at batch 1 on this machine (p50, ms).")
+    p.add_argument("--size-mb", type=float, help="Size budget on disk (MB; int8 export counts ~1 byte per parameter).")
+    p.add_argument("--labelled", type=int, help="Labelled training rows you have.")
+    p.add_argument("--unlabeled", type=int, help="Unlabeled task text rows you have.")
+    p.add_argument("--train-hours", type=float, help="Training-time budget on this machine (hours).")
+    p.add_argument("--seq-len", type=int, default=32, help="Typical input length in tokens (default 32).")
+    p.add_argument("--json", action="store_true", help="Print the result as JSON.")
+    a = p.parse_args(argv)
+    r = advise(a.teacher, a.latency_ms, a.size_mb, a.labelled, a.unlabeled, a.train_hours, a.seq_len)
+    print(json.dumps(r, indent=2) if a.json else advice_text(r))
+    return 0

@@ -11,6 +11,7 @@ import time
 import numpy as np
 
 from ..errors import DistilTuneError
+from .args import Args
 from ..pipeline.outputs import check_output_dir, clear_previous, holds_run
 
 STRATEGIES = ("finetune", "distill", "distill_finetune")
@@ -180,3 +181,27 @@ def _plot(out: str, r: dict) -> str | None:
     fig.savefig(os.path.join(out, path))
     plt.close(fig)
     return path
+
+
+def cli(argv: list[str]) -> int:
+    from ..config.io import parse_config
+
+    pre = Args(prog="distiltune compare", add_help=False, allow_abbrev=False)  # --seed is a config flag
+    pre.add_argument("--seeds", type=int, help="Seeds per strategy: seed, seed+1, ... (default 3; 1 with --quick).")
+    pre.add_argument("--strategies", nargs="+", default=list(STRATEGIES))
+    known, rest = pre.parse_known_args(argv)
+    if "-h" in rest or "--help" in rest:
+        print("usage: distiltune compare --config x.yaml [--seeds N] [--strategies finetune distill distill_finetune] "
+              "[--quick] [--output-dir DIR] [any config flag]\nRuns each strategy on the same student, data and epoch "
+              "budget over N seeds (the teacher is fine-tuned once) and writes compare.json, report.md, plots/.")
+        return 0
+    cfg, flags = parse_config(rest, "compare")
+    n = known.seeds if known.seeds is not None else (1 if "--quick" in rest else 3)
+    if n < 1:
+        raise DistilTuneError(f"--seeds {n} must be >= 1", "use --seeds 3 (or 1 for a quick look)")
+    result = compare(cfg, [cfg.seed + i for i in range(n)], known.strategies, cfg.output_dir,
+                     overwrite=flags.overwrite, resume=flags.resume)
+    with open(os.path.join(cfg.output_dir, "report.md")) as f:
+        print(f.read())
+    print(f"[distiltune] best: {result['best']}; compare.json and report.md in {cfg.output_dir}")
+    return 0

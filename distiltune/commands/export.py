@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
 
 from ..errors import DistilTuneError
+from .args import Args
 from ..export import onnx as E
 from ..models import hf as M
 from ..pipeline.checks import open_task
@@ -57,3 +59,36 @@ def export_model(model_dir: str, output_dir: str, quantize: str = "none", fmt: s
     report = write_report(output_dir, cfg, ctx.data, results, {"export_and_check": time.perf_counter() - t0})
     check_export(results, floors, output_dir)
     return report
+
+
+def cli(argv: list[str]) -> int:
+    from ..export.onnx import ExportCheckFailed
+    from ..report.build import summary_table
+
+    p = Args(prog="distiltune export", description="Export a trained model folder to ONNX (and int8), then re-check "
+              "it on the task's test split: metric, agreement with the PyTorch model, latency.")
+    p.add_argument("--model", required=True, help="Model folder written by distiltune (e.g. runs/demo/student).")
+    p.add_argument("--format", default="onnx", help="Export format: onnx.")
+    p.add_argument("--quantize", default="none", help="int8 (adds model.int8.onnx), or none.")
+    p.add_argument("--output-dir", help="Export folder (default: <model>_onnx).")
+    p.add_argument("--overwrite", action="store_true", help="Replace a previous export in --output-dir.")
+    p.add_argument("--config", help="Config naming the task data for the re-check (default: the model folder's "
+                                     "distiltune_config.yaml).")
+    p.add_argument("--min-agreement", type=float,
+                   help="Fail (exit 1, files kept) when the fp32 file agrees with PyTorch on a smaller share of test "
+                        "predictions (default 0.999).")
+    p.add_argument("--min-agreement-int8", type=float, help="The same floor for the int8 file (default 0.97).")
+    p.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's).")
+    p.add_argument("--teacher", help="A trained teacher folder to evaluate and time beside the exports (speed-up, size ratio).")
+    a = p.parse_args(argv)
+    out = a.output_dir or a.model.rstrip("/") + "_onnx"
+    try:
+        report = export_model(a.model, out, quantize=a.quantize, fmt=a.format, overwrite=a.overwrite, config=a.config,
+                              min_agreement=a.min_agreement, min_agreement_int8=a.min_agreement_int8, opset=a.opset,
+                              teacher=a.teacher)
+    except ExportCheckFailed as e:
+        print(f"distiltune: export check failed: {e}", file=sys.stderr)
+        return 1
+    print(summary_table(report))
+    print(f"[distiltune] exported to {out} (report.md there)")
+    return 0
