@@ -3,6 +3,7 @@ student) -> baseline student -> evaluate all -> export -> report. Written once o
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import time
 
@@ -32,7 +33,10 @@ def run(ctx) -> dict | None:
     teacher = teacher_stage(ctx)
     init = student_init(ctx, teacher)
     check_pair(ctx, teacher, init)
-    baseline_init = copy.deepcopy(init) if cfg.baseline and cfg.strategy != "finetune" else None
+    # the same init for the baseline (its own copy of the weights; the tokenizer is shared, so its rows are encoded once)
+    baseline_init = None
+    if cfg.baseline and cfg.strategy != "finetune":
+        baseline_init = dataclasses.replace(init, model=copy.deepcopy(init.model))
     student = student_stage(ctx, teacher, init)
     baseline = baseline_stage(ctx, teacher, baseline_init) if baseline_init is not None else None
     if not PartialState().is_main_process:
