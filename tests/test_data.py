@@ -41,7 +41,11 @@ def test_sentence_pairs_and_unlabeled_file(tmp_path):
     assert list(data.unlabeled["labels"]) == [IGNORE_INDEX, IGNORE_INDEX]
     tok = make_tokenizer(tmp_path / "tok")
     ds = tokenize(data.train, tok, data.text_columns, 32)
-    assert 3 in ds[0]["token_type_ids"] or 1 in ds[0]["token_type_ids"]  # second segment present
+    # both segments encoded as a pair: [CLS] first [SEP] second [SEP], token types 0 then 1, on every row
+    for row, first, second in zip(ds, data.train["sentence"], data.train["second"]):
+        a, b = tok.convert_tokens_to_ids(first.split()), tok.convert_tokens_to_ids(second.split())
+        assert row["input_ids"] == [tok.cls_token_id, *a, tok.sep_token_id, *b, tok.sep_token_id]
+        assert row["token_type_ids"] == [0] * (len(a) + 2) + [1] * (len(b) + 1)
     batch = DistillCollator(tok)([ds[i] for i in range(4)])
     assert batch["input_ids"].shape[0] == 4 and batch["labels"].tolist() == ds[:4]["labels"]
 

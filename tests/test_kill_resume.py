@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -86,17 +87,85 @@ KILLS = [(stage, _rng.randint(1, STAGES[stage] - 1), round(_rng.uniform(0, 0.4),
          for stage in ("teacher", "distill", "distill", "student_finetune", "baseline_student")]
 
 
+# Where a kill can leave the run, in run order, and what --resume must then print: the finished
+# stages it reuses ("[distiltune] reusing the fine-tuned teacher / the student in ...") and the stages
+# it continues from a checkpoint ("[distiltune] <stage>: resuming from checkpoints/<stage>/checkpoint-N").
+# A gap is the time between one stage's checkpoints being dropped (its model saved) and the next
+# stage's first checkpoint. The baseline student is reused silently.
+POSITIONS = [  # (position, reused, resumed)
+    ("teacher", [], ["teacher"]),
+    ("gap teacher -> distill", ["teacher"], []),
+    ("distill", ["teacher"], ["distill"]),
+    # distill's checkpoints are kept until the student (distil + fine-tune) is saved: the finished
+    # distil stage is resumed at its last step, then the fine-tune stage from its checkpoint
+    ("student_finetune", ["teacher"], ["distill", "student_finetune"]),
+    ("gap student -> baseline_student", ["teacher", "student"], []),
+    ("baseline_student", ["teacher", "student"], ["baseline_student"]),
+    ("after baseline_student", ["teacher", "student"], []),
+]
+ORDER = [p for p, _, _ in POSITIONS]
+
+
+def at_kill(out) -> tuple[str, dict]:
+    """Where the kill left the run (a POSITIONS entry) and each stage's checkpoints on disk:
+    stage -> (complete step numbers, incomplete folder names)."""
+    from distiltune.training.checkpoints import is_complete
+
+    ckpts = {}
+    for stage in STAGES:
+        folders = sorted((int(p.name.split("-")[1]), p) for p in (out / "checkpoints" / stage).glob("checkpoint-*")
+                         if p.is_dir())
+        if folders:
+            ckpts[stage] = ([n for n, p in folders if is_complete(str(p))],
+                            [p.name for n, p in folders if not is_complete(str(p))])
+    with_ckpts = [s for s in STAGES if s in ckpts]
+    if with_ckpts:
+        return with_ckpts[-1], ckpts
+    done = [n for n in ("baseline_student", "student", "teacher") if (out / ".stages" / f"{n}.json").is_file()]
+    position = {"baseline_student": "after baseline_student", "student": "gap student -> baseline_student",
+                "teacher": "gap teacher -> distill"}.get(done[0] if done else None, "before any checkpoint")
+    return position, ckpts
+
+
+def reuse_lines(stdout: str) -> list[tuple]:
+    """The resume-relevant lines a run printed, in order."""
+    found = []
+    for line in stdout.splitlines():
+        if m := re.fullmatch(r"\[distiltune\] reusing the (fine-tuned teacher|student) in (.+) \(inputs unchanged\)", line):
+            found.append(("reused", "teacher" if m[1] == "fine-tuned teacher" else "student", os.path.basename(m[2])))
+        elif m := re.fullmatch(r"\[distiltune\] (\w+): resuming from (.+)", line):
+            found.append(("resumed", m[1], m[2]))
+        elif m := re.fullmatch(r"\[distiltune\] (\w+): removed incomplete checkpoint\(s\) (.+) \(cut short by a kill\)", line):
+            found.append(("removed", m[1], m[2]))
+        elif "reusing" in line or "resuming" in line:
+            raise AssertionError(f"unexpected reuse/resume line: {line!r}")
+    return found
+
+
 @pytest.mark.parametrize("stage,step,delay", KILLS, ids=[f"{s}-{n}" for s, n, _ in KILLS])
 def test_sigkill_then_resume_equals_uninterrupted(stage, step, delay, tmp_path, task_files, base_models, uninterrupted):
     out = tmp_path / "run"
     cmd = argv(task_files, base_models, out)
     assert kill_at(cmd, out / "checkpoints" / stage / f"checkpoint-{step}", delay=delay)
     assert not (out / "report.json").exists()
+    position, ckpts = at_kill(out)
+    # the kill landed in this stage or, after the delay, later (never before: checkpoint-{step} existed)
+    assert position in ORDER and ORDER.index(position) >= ORDER.index(stage), (position, ckpts)
+    if position == stage:  # the usual case: the checkpoint being written, or one after it, is the newest
+        assert step - 1 <= max(ckpts[stage][0], default=0) <= STAGES[stage], ckpts
+    _, reused, resumed = POSITIONS[ORDER.index(position)]
+    want = [("reused", name, name) for name in reused]
+    for s in resumed:
+        complete, incomplete = ckpts[s]
+        if s != position:  # a finished stage whose checkpoints are still kept: its last step
+            assert complete and max(complete) == STAGES[s], (s, ckpts)
+        if incomplete:
+            want.append(("removed", s, ", ".join(incomplete)))
+        if complete:  # (none only when the kill cut the stage's first checkpoint short: it starts afresh)
+            want.append(("resumed", s, f"checkpoints/{s}/checkpoint-{max(complete)}"))
     done = subprocess.run(cmd + ["--resume"], env=env(), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    # the kill landed in this stage (it resumes from a checkpoint) or, after the delay, in a later one
-    # (this stage is reused); either way something was continued rather than redone
-    assert ": resuming from checkpoints/" in done.stdout or "reusing" in done.stdout, done.stdout
+    assert reuse_lines(done.stdout) == want, f"killed at {position}, checkpoints {ckpts}:\n{done.stdout}"
     got = outcome(out)
     assert got["metrics"] == uninterrupted["metrics"]
     assert got["losses"] == uninterrupted["losses"]
