@@ -19,55 +19,53 @@ def _quiet_libraries():
     datasets.logging.set_verbosity_error()
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    usage = "usage: distiltune {run,demo,finetune,distill,evaluate,compare,advise,export,predict,losses} [--config x.yaml] [options]"
-    if not argv or argv[0] in ("-h", "--help"):
-        print(usage)
-        for c, (h, _) in COMMANDS.items():
-            print(f"  {c:<9} {h}")
-        print("  evaluate  Evaluate model folders on the config's test split (metric, size, latency).")
-        print("  compare   Fine-tune only vs distil vs distil-then-fine-tune on one student and budget, over seeds.")
-        print("  advise    Recommend a student shape and strategy for a latency/size/data/time budget (measured here).")
-        print("  export    Export a trained model to ONNX (--quantize int8) and re-check it (metric, agreement, latency).")
-        print("  predict   Predict with an exported model: distiltune predict --model DIR \"some text\".")
-        print("  losses    List the registered loss terms and presets.")
-        return 0
-    cmd, rest = argv[0], argv[1:]
-    try:
-        if cmd == "losses":
-            from .commands.losses import main as losses
+USAGE = "usage: distiltune {run,demo,finetune,distill,evaluate,compare,advise,export,predict,losses} [--config x.yaml] [options]"
+# verb -> (module under distiltune.commands, its entry function, one line of help); the training verbs are COMMANDS
+VERBS = {
+    "evaluate": ("evaluate", "main", "Evaluate model folders on the config's test split (metric, size, latency)."),
+    "compare": ("compare", "cli", "Fine-tune only vs distil vs distil-then-fine-tune on one student and budget, over seeds."),
+    "advise": ("advise", "cli", "Recommend a student shape and strategy for a latency/size/data/time budget (measured here)."),
+    "export": ("export", "cli", "Export a trained model to ONNX (--quantize int8) and re-check it (metric, agreement, latency)."),
+    "predict": ("predict", "main", "Predict with an exported model: distiltune predict --model DIR \"some text\"."),
+    "losses": ("losses", "main", "List the registered loss terms and presets."),
+}
+LIGHT = ("losses", "predict")  # need neither transformers' logging set-up nor PyTorch (predict: onnxruntime only)
 
-            return losses()
-        if cmd == "predict":  # onnxruntime only: no transformers import needed
-            from .commands.predict import main as predict
 
-            return predict(rest)
+def _help() -> int:
+    print(USAGE)
+    for c, (h, _) in COMMANDS.items():
+        print(f"  {c:<9} {h}")
+    for c, (*_, h) in VERBS.items():
+        print(f"  {c:<9} {h}")
+    return 0
+
+
+def _dispatch(cmd: str, rest: list[str]) -> int:
+    import importlib
+
+    if cmd not in VERBS and cmd not in COMMANDS:
+        import difflib
+
+        near = difflib.get_close_matches(cmd, [*COMMANDS, *VERBS], n=1)
+        raise DistilTuneError(f"unknown command '{cmd}'", f"did you mean '{near[0]}'?" if near else USAGE)
+    if cmd not in LIGHT:
         _quiet_libraries()
-        if cmd == "evaluate":
-            from .commands.evaluate import main as evaluate
-
-            return evaluate(rest)
-        if cmd == "export":
-            from .commands.export import cli as export
-
-            return export(rest)
-        if cmd == "compare":
-            from .commands.compare import cli as compare
-
-            return compare(rest)
-        if cmd == "advise":
-            from .commands.advise import cli as advise
-
-            return advise(rest)
-        if cmd not in COMMANDS:
-            import difflib
-
-            near = difflib.get_close_matches(cmd, list(COMMANDS) + ["evaluate", "compare", "advise", "export", "predict", "losses"], n=1)
-            raise DistilTuneError(f"unknown command '{cmd}'", f"did you mean '{near[0]}'?" if near else usage)
+    if cmd in COMMANDS:
         from .commands.run import main as run
 
         return run(cmd, rest)
+    module, entry, _ = VERBS[cmd]
+    fn = getattr(importlib.import_module(f"distiltune.commands.{module}"), entry)
+    return fn() if cmd == "losses" else fn(rest)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        return _help()
+    try:
+        return _dispatch(argv[0], argv[1:])
     except DistilTuneError as e:
         print(f"distiltune: error: {e}", file=sys.stderr)
         return 2
