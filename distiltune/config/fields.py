@@ -10,7 +10,6 @@ from ..schedules import KINDS, UNITS
 
 STRATEGIES = ("finetune", "distill", "distill_finetune")
 METRICS = ("auto", "accuracy", "f1", "matthews", "pearson", "spearman")
-GROUPS = ()  # set below: the field groups distiltune adds to TrainingArguments
 
 
 def _f(default, help, **kw):
