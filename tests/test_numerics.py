@@ -80,6 +80,25 @@ def test_nan_policy_skip_gives_up_on_a_run_of_bad_batches(tmp_path):
     assert e.value.step == 11
 
 
+def test_nan_guard_counts_bad_batches_in_a_row_not_in_total(tmp_path, capsys):
+    from distiltune.training.monitor import NonFiniteGuard
+
+    guard = NonFiniteGuard("skip")
+    for round_ in range(3):  # 30 bad batches in all, never more than 10 in a row
+        for step in range(10):
+            guard.fire("kd", 10 * round_ + step, str(tmp_path))
+        guard.passed()
+    assert guard.skipped == 30
+    assert "loss term 'kd' is not finite at step 29: batch skipped" in capsys.readouterr().out
+    for step in range(10):
+        guard.fire("kd", step, str(tmp_path))
+    with pytest.raises(NonFiniteLossError, match="after 10 skipped batches in a row"):
+        guard.fire("kd", 10, str(tmp_path))
+    with pytest.raises(NonFiniteLossError, match="no checkpoint had been written yet") as e:
+        NonFiniteGuard("stop").fire("ce", 0, str(tmp_path))
+    assert (e.value.term, e.value.step) == ("ce", 0)
+
+
 def test_gradient_norm_spike_is_logged(tmp_path, capsys):
     BAD_STEPS.clear()
     BAD_STEPS.add(16)

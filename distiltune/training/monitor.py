@@ -1,5 +1,5 @@
-"""What the trainer watches while it trains, kept out of the loss code: gradient-norm spikes and
-misaligned token positions. Each is a small object or function of its own."""
+"""What the trainer watches while it trains, kept out of the loss code: non-finite losses,
+gradient-norm spikes and misaligned token positions. Each is a small object or function of its own."""
 from __future__ import annotations
 
 import math
@@ -7,7 +7,33 @@ import statistics
 
 import torch
 
-from ..errors import DistilTuneError
+from . import checkpoints as CK
+from ..errors import DistilTuneError, NonFiniteLossError
+
+
+class NonFiniteGuard:
+    """What a non-finite loss does (``nan_policy``): ``stop`` raises, naming the term, the step and the
+    last complete checkpoint; ``skip`` lets the batch go by, up to ``MAX_SKIPPED_IN_ROW`` in a row
+    (more means the run itself has diverged, not a rare bad batch)."""
+
+    MAX_SKIPPED_IN_ROW = 10
+
+    def __init__(self, policy: str = "stop"):
+        self.policy = policy
+        self.in_row = 0
+        self.skipped = 0  # batches skipped so far in this run
+
+    def passed(self) -> None:
+        self.in_row = 0
+
+    def fire(self, term: str, step: int, output_dir: str | None) -> None:
+        """A batch's loss was not finite: raise, or count it as skipped and say so."""
+        self.in_row += 1
+        if self.policy != "skip" or self.in_row > self.MAX_SKIPPED_IN_ROW:
+            raise NonFiniteLossError(term, step, CK.last_complete(output_dir) if output_dir else None,
+                                     skipped=self.in_row - 1 if self.policy == "skip" else None)
+        self.skipped += 1
+        print(f"[distiltune] loss term '{term}' is not finite at step {step}: batch skipped (nan_policy: skip)")
 
 
 class GradSpikes:

@@ -18,9 +18,9 @@ from . import checkpoints as CK
 from ..data import teacher_cache as TC
 from .callbacks import _ZeroTermGrads
 from .forward import forward_all
-from .monitor import GradSpikes, TermSums
+from .monitor import GradSpikes, NonFiniteGuard, TermSums
 from .sampler import EpochSeededLengthSampler
-from ..errors import DistilTuneError, NonFiniteLossError
+from ..errors import DistilTuneError
 from ..losses import LossTerm, build_term
 from ..losses.objective import Weight, distill_objective, finetune_objective, normalise_entry
 from ..schedules import Schedule
@@ -69,6 +69,7 @@ class DistillationTrainer(Trainer):
         self.model_accepts_loss_kwargs = False
         self.spikes = GradSpikes(getattr(self.args, "grad_spike_factor", 0))
         self.term_sums = TermSums()
+        self.nan_guard = NonFiniteGuard(getattr(self.args, "nan_policy", "stop"))
 
     # ---- the Trainer's NaN/inf filter: off while training, the user's setting elsewhere ----
     def train(self, *args, **kwargs):
@@ -237,24 +238,20 @@ class DistillationTrainer(Trainer):
             # each term finite but their weighted sum overflowed: name the sum
             key = next((k for k, v in values.items() if not torch.isfinite(v)), f"{' + '.join(values) or 'loss'} (weighted sum)")
             return self._non_finite(model, key, student_out, return_outputs)
-        self._skipped_in_row = 0
+        self.nan_guard.passed()
         self.term_sums.add({f"loss_{key}": value for key, value in values.items()})
         return (loss, student_out) if return_outputs else loss
 
-    MAX_SKIPPED_IN_ROW = 10
+    @property
+    def skipped_batches(self) -> int:
+        """Batches skipped for a non-finite loss (``nan_policy: skip``)."""
+        return self.nan_guard.skipped
 
     def _non_finite(self, model, key: str, student_out, return_outputs: bool):
         """Stop naming the term and step, or (nan_policy: skip) give this batch a zero loss. The zero
         is built from the parameters, not the NaN activations, so backward still reaches every
         parameter: under DDP every rank must run the same backward, whichever rank skipped."""
-        step = self.state.global_step
-        self._skipped_in_row = getattr(self, "_skipped_in_row", 0) + 1
-        policy = getattr(self.args, "nan_policy", "stop")
-        if policy != "skip" or self._skipped_in_row > self.MAX_SKIPPED_IN_ROW:
-            raise NonFiniteLossError(key, step, CK.last_complete(self.args.output_dir),
-                                     skipped=self._skipped_in_row - 1 if policy == "skip" else None)
-        self.skipped_batches = getattr(self, "skipped_batches", 0) + 1
-        print(f"[distiltune] loss term '{key}' is not finite at step {step}: batch skipped (nan_policy: skip)")
+        self.nan_guard.fire(key, self.state.global_step, self.args.output_dir)
         zero = sum((p * 0.0).sum() for p in model.parameters() if p.requires_grad)
         return (zero, student_out) if return_outputs else zero
 
@@ -273,8 +270,8 @@ class DistillationTrainer(Trainer):
             if spikes:
                 logs["grad_norm_spikes"] = len(spikes)
                 logs["grad_norm_spike_max"] = round(max(n for _, n, _ in spikes), 6)
-            if getattr(self, "skipped_batches", 0):
-                logs["skipped_batches"] = self.skipped_batches
+            if self.nan_guard.skipped:
+                logs["skipped_batches"] = self.nan_guard.skipped
         if "loss" in logs:
             means = self.term_sums.take([f"loss_{key}" for key, *_ in self.objective], self.accelerator, self.args)
             if means is not None:
