@@ -187,6 +187,20 @@ def _refused_value(refused: _Refused, parser: HfArgumentParser, values: dict, so
                            f"write {key} as `distiltune {prog} --help` describes it")
 
 
+def _refuse_unused(cfg_values: dict, sources: dict) -> None:
+    for k, (default, why, fix) in NOT_USED.items():
+        if k in cfg_values and cfg_values[k] != default:
+            raise DistilTuneError(f"{k}={cfg_values[k]} ({_where(k, sources)}) would be ignored: {why}", fix)
+
+
+def _apply_quick(cfg_values: dict, sources: dict) -> None:
+    quick = quick_overrides(cfg_values)
+    if cfg_values.get("num_labeled") is None:  # --quick's own slice: at most 300 labels, not a demand for 300
+        quick["num_labeled"] = AtMost(quick["num_labeled"])
+    sources.update({k: "set by --quick" for k, v in quick.items() if cfg_values.get(k) != v})
+    cfg_values.update(quick)
+
+
 def parse_config(argv: list[str], prog: str, defaults: dict | None = None,
                  forced: dict | None = None) -> tuple[DistillConfig, argparse.Namespace]:
     """Parse ``--config`` + flags into a DistillConfig. Flags override the YAML, the YAML overrides
@@ -225,15 +239,9 @@ def parse_config(argv: list[str], prog: str, defaults: dict | None = None,
     # fields stay None and pick up the strategy's defaults.
     cfg_values = {k: v for k, v in raw.items() if k in values or _differs(k, v)}
     check_types(cfg_values, sources)
-    for k, (default, why, fix) in NOT_USED.items():
-        if k in cfg_values and cfg_values[k] != default:
-            raise DistilTuneError(f"{k}={cfg_values[k]} ({_where(k, sources)}) would be ignored: {why}", fix)
+    _refuse_unused(cfg_values, sources)
     if known.quick:
-        quick = quick_overrides(cfg_values)
-        if cfg_values.get("num_labeled") is None:  # --quick's own slice: at most 300 labels, not a demand for 300
-            quick["num_labeled"] = AtMost(quick["num_labeled"])
-        sources.update({k: "set by --quick" for k, v in quick.items() if cfg_values.get(k) != v})
-        cfg_values.update(quick)
+        _apply_quick(cfg_values, sources)
     cfg = build_config(cfg_values, sources)
     global last_output_dir
     last_output_dir = cfg.output_dir  # where the CLI writes a crash log
