@@ -139,6 +139,9 @@ TIER_OF = {
     "test_numerics.py": "unit",
     "test_schedules.py": "unit",
     "test_teacher_cache.py": "unit",
+    "test_token_classification.py": "unit",  # word alignment, CoNLL files, word-level KD, refused data
+    "test_token_classification.py::test_distilled_tagger_beats_its_baseline_across_tokenizers": "e2e",
+    "test_token_classification.py::test_saved_tagger_loads_in_a_transformers_pipeline": "e2e",
     "test_trainer_hooks.py": "unit",
     "test_trainer_terms.py": "unit",
     # e2e: whole runs through the CLI (in-process or in subprocesses) on the tiny models

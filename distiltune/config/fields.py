@@ -9,7 +9,8 @@ from ..losses.presets import PRESETS
 from ..schedules import KINDS, UNITS
 
 STRATEGIES = ("finetune", "distill", "distill_finetune")
-METRICS = ("auto", "accuracy", "f1", "matthews", "pearson", "spearman")
+METRICS = ("auto", "accuracy", "f1", "matthews", "pearson", "spearman", "entity_f1", "token_accuracy")
+TASK_TYPES = ("auto", "classification", "regression", "token_classification")
 
 
 def _f(default, help, **kw):
@@ -33,10 +34,12 @@ class DataArguments:
                                         "pixel_values; teacher/student are then factories 'file.py:function'.")
     text_pair_column: str | None = _f(None, "Second sentence column for sentence-pair tasks (GLUE-style), else none.")
     label_column: str = _f("label", "Column holding the label (class name/id, or a number for regression).")
-    task_type: str = _f("auto", "'classification', 'regression', or 'auto' (float labels mean regression).",
-                        choices=["auto", "classification", "regression"])
-    metric: str = _f("auto", "Main metric: accuracy, f1 (macro), matthews, pearson, spearman; auto = accuracy or pearson.",
-                     choices=list(METRICS))
+    task_type: str = _f("auto", "'classification', 'regression', 'token_classification' (a tag per word: NER), or "
+                                "'auto' (float labels mean regression).", choices=list(TASK_TYPES))
+    tokens_column: str = _f("tokens", "token_classification: the column holding each row's words (a list).")
+    tags_column: str = _f("ner_tags", "token_classification: the column holding one tag per word (IOB2 names or ids).")
+    metric: str = _f("auto", "Main metric: accuracy, f1 (macro), matthews, pearson, spearman; entity_f1 or token_accuracy "
+                             "for token_classification; auto = accuracy, pearson or entity_f1.", choices=list(METRICS))
     max_length: int = _f(128, "Truncate texts to this many tokens (each model's own tokenizer).")
     validation_size: float = _f(0.1, "Validation split made from train when none is given: fraction (<1) or row count.")
     test_size: float = _f(0.15, "Test split made from train when none is given: fraction (<1) or row count.")

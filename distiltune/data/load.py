@@ -26,7 +26,7 @@ class TaskData:
     validation: Dataset
     test: Dataset
     label_names: list[str] | None  # None for regression
-    task_type: str          # classification | regression
+    task_type: str          # classification | regression | token_classification
     metric: str
     text_columns: tuple[str, ...]
 
@@ -163,6 +163,9 @@ def _main_metric(cfg, task: str) -> str:
     metric = cfg.metric if cfg.metric != "auto" else ("pearson" if task == "regression" else "accuracy")
     if task == "regression" and metric in ("accuracy", "f1", "matthews"):
         raise DistilTuneError(f"metric '{metric}' needs class labels but the task is regression", "use pearson or spearman")
+    if metric in ("entity_f1", "token_accuracy"):
+        raise DistilTuneError(f"metric '{metric}' is for tags per word, but the task is {task}",
+                              "set task_type: token_classification (with tokens_column and tags_column), or use accuracy")
     if task == "classification" and metric in ("pearson", "spearman"):
         raise DistilTuneError(f"metric '{metric}' is for regression but the labels are classes", "use accuracy, f1 or matthews")
     return metric

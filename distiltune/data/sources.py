@@ -57,7 +57,9 @@ def _has_no_rows(path: str, ext: str) -> bool:
         return os.path.getsize(path) == 0
 
 
-def _load_sources(cfg) -> tuple[DatasetDict, Dataset | None]:
+def _load_sources(cfg, read=None) -> tuple[DatasetDict, Dataset | None]:
+    """The splits and unlabeled rows ``cfg`` names; ``read(path, what)`` reads a local file (default:
+    the table readers, and ``.txt`` as one unlabeled text per line)."""
     splits: dict[str, Dataset] = {}
     from ..models.factories import is_factory
 
@@ -84,11 +86,13 @@ def _load_sources(cfg) -> tuple[DatasetDict, Dataset | None]:
     for split in ("train", "validation", "test"):
         path = getattr(cfg, f"{split}_file")
         if path:
-            splits[split] = _read_file(path, f"{split}_file")
+            splits[split] = read(path, f"{split}_file") if read else _read_file(path, f"{split}_file")
     if "train" not in splits:
         raise DistilTuneError("no training data given", "set dataset_name or train_file")
-    unlabeled = (_read_file(cfg.unlabeled_file, "unlabeled_file", None if getattr(cfg, "input_column", None) else cfg.text_column)
-                 if cfg.unlabeled_file else None)
+    unlabeled = None
+    if cfg.unlabeled_file:
+        unlabeled = (read(cfg.unlabeled_file, "unlabeled_file") if read else _read_file(
+            cfg.unlabeled_file, "unlabeled_file", None if getattr(cfg, "input_column", None) else cfg.text_column))
     return DatasetDict(splits), unlabeled
 
 

@@ -47,9 +47,14 @@ def row_keys(ds, columns: list[str]) -> list[str]:
 TAIL_TEMPERATURES = (1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0)
 
 
-def compress(logits: np.ndarray, k: int | None) -> dict[str, list]:
+def compress(logits, k: int | None) -> dict[str, list]:
     """Full logits, or the top-k form: the k largest values and their indices, plus the log-sum-exp
-    of the missing logits at each of TAIL_TEMPERATURES (their exact softened mass there)."""
+    of the missing logits at each of TAIL_TEMPERATURES (their exact softened mass there). A list of
+    arrays (one (words, C) array per row: word-level tasks) is stored whole, row by row."""
+    if isinstance(logits, list):
+        if k is not None:
+            raise ValueError("teacher_cache_topk applies to one logit vector per row, not to per-word outputs")
+        return {"teacher_logits": [np.asarray(a, dtype=np.float32).tolist() for a in logits]}
     n = logits.shape[-1]
     if k is None or k > n:
         return {"teacher_logits": logits.astype(np.float32).tolist()}
@@ -91,12 +96,22 @@ def dense(values: torch.Tensor, indices: torch.Tensor, tail_lse: torch.Tensor, n
 
 
 def collate(features: list[dict]) -> dict[str, torch.Tensor]:
-    """The cached columns of a batch's rows, as tensors (both data collators use this)."""
+    """The cached columns of a batch's rows, as tensors (every data collator uses this). Rows of
+    per-word outputs (one (words, C) array each) are zero-padded to the batch's longest row; the
+    collator's word mask says which words are real."""
     out = {}
     for col in COLUMNS:
         if col in features[0]:
             dtype = torch.long if col == "teacher_topk_indices" else torch.float32
-            out[col] = torch.as_tensor(np.asarray([f[col] for f in features]), dtype=dtype)
+            rows = [np.asarray(f[col]) for f in features]
+            if rows[0].ndim == 2:
+                n = max(len(r) for r in rows)
+                padded = np.zeros((len(rows), n, rows[0].shape[-1] if n else 0), dtype=np.float32)
+                for i, r in enumerate(rows):
+                    padded[i, :len(r)] = r
+                out[col] = torch.from_numpy(padded)
+            else:
+                out[col] = torch.as_tensor(np.asarray(rows), dtype=dtype)
     return out
 
 
@@ -183,7 +198,8 @@ class TeacherCache:
         fresh = predict(t_ds.select(rows))
         stored = table.select([index[keys[r]] for r in rows])
         if "teacher_logits" in stored.column_names:
-            ok = np.allclose(np.asarray(stored["teacher_logits"]), fresh, **self._tolerance())
+            ok = all(np.allclose(np.asarray(a, dtype=np.float32), np.asarray(b, dtype=np.float32), **self._tolerance())
+                     and np.shape(a) == np.shape(b) for a, b in zip(stored["teacher_logits"], fresh))
         else:
             idx = np.asarray(stored["teacher_topk_indices"])
             ok = np.allclose(np.asarray(stored["teacher_topk_values"]), np.take_along_axis(fresh, idx, -1), **self._tolerance())
@@ -218,7 +234,8 @@ class TeacherCache:
             first.setdefault(k, i)
         unique = list(first.values())
         logits = predict(t_ds if len(unique) == len(keys) else t_ds.select(unique))
-        table = Dataset.from_dict({"key": list(first), **compress(np.asarray(logits, dtype=np.float32), self.topk)})
+        logits = logits if isinstance(logits, list) else np.asarray(logits, dtype=np.float32)
+        table = Dataset.from_dict({"key": list(first), **compress(logits, self.topk)})
         if os.path.isdir(self.root):  # one cache per output folder: stale ones go
             shutil.rmtree(self.root)
         tmp = path + ".partial"

@@ -70,7 +70,7 @@ def teacher_confidence(teacher_logits: torch.Tensor, labels: torch.Tensor | None
     p = F.softmax(teacher_logits.float(), dim=-1)
     w = p.max(-1).values
     if labels is not None:
-        labels = labels.view(-1).long()
+        labels = labels.reshape(w.shape).long()
         known = labels != IGNORE_INDEX  # no `if known.any()`: a host sync per step on a GPU
         w = torch.where(known, p.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1), w)
     return w.detach()
@@ -122,6 +122,9 @@ class _LogitTerm(LossTerm):
         w = None
         if self.weighting == "confidence" and s.shape[-1] > 1:
             w = teacher_confidence(t, batch.get("labels"))
+        mask = batch.get("position_mask")
+        if mask is not None and per.dim() > 1:  # per word or token: the mean over real positions, not padding
+            w = mask.float() if w is None else w * mask
         return weighted_mean(per, w)
 
 

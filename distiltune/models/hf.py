@@ -73,9 +73,10 @@ def _generic(names) -> bool:
     return all(re.fullmatch(r"LABEL_\d+", str(n)) for n in names)
 
 
-def check_labels(path: str, name: str, label_names: list[str] | None, role: str) -> bool:
-    """From config.json alone: whether the model has a classification head, and that its labels
-    match the data's (count, and names unless generic LABEL_i)."""
+def check_labels(path: str, name: str, label_names: list[str] | None, role: str,
+                 head: str = "ForSequenceClassification") -> bool:
+    """From config.json alone: whether the model has a classification head (``head``: the suffix of
+    its architecture's name), and that its labels match the data's (count, and names unless generic LABEL_i)."""
     try:
         config = AutoConfig.from_pretrained(path)
     except (OSError, ValueError) as e:
@@ -83,7 +84,15 @@ def check_labels(path: str, name: str, label_names: list[str] | None, role: str)
                               f"point '{role}' to a model folder (config.json + weights) or a hub name") from None
     want = label_maps(label_names)
     has_head = bool(getattr(config, "architectures", None)) and any(
-        a.endswith("ForSequenceClassification") for a in config.architectures)
+        a.endswith(head) for a in config.architectures)
+    other = {"ForSequenceClassification": "a text classifier", "ForTokenClassification": "a token classifier",
+             "ForQuestionAnswering": "a question-answering model"}
+    wrong = next((what for suffix, what in other.items() if suffix != head and any(
+        a.endswith(suffix) for a in getattr(config, "architectures", None) or [])), None)
+    if wrong and head in other:
+        raise DistilTuneError(f"the {role} '{name}' is {wrong} ({config.architectures[0]}), but this task needs "
+                              f"{other[head]}", f"give a {other[head]} or its base model (a new head is trained), "
+                              "or set task_type to the model's task")
     if has_head:
         ckpt_names = [config.id2label[i] for i in sorted(config.id2label)] if config.id2label else []
         if len(ckpt_names) != want["num_labels"]:
@@ -103,17 +112,19 @@ def untrained_teacher(name: str) -> DistilTuneError:
         "set finetune_teacher: auto to fine-tune it first, or point teacher to a fine-tuned checkpoint")
 
 
-def load_classifier(name: str, label_names: list[str] | None, role: str):
-    """Load ``name`` as a sequence classifier for our label set.
+def load_classifier(name: str, label_names: list[str] | None, role: str, auto=None,
+                    head: str = "ForSequenceClassification"):
+    """Load ``name`` as a sequence classifier for our label set (``auto``: another transformers
+    auto class, e.g. AutoModelForTokenClassification, whose architectures end in ``head``).
 
     Returns ``(model, head_trained)``; ``head_trained`` is False when the classification head
     was freshly initialised (missing from the checkpoint), so the model does not know the task yet.
     """
     path = resolve_path(name)
-    has_head = check_labels(path, name, label_names, role)
+    has_head = check_labels(path, name, label_names, role, head)
     want = label_maps(label_names)
     try:
-        model, info = AutoModelForSequenceClassification.from_pretrained(
+        model, info = (auto or AutoModelForSequenceClassification).from_pretrained(
             path, **want, ignore_mismatched_sizes=False, output_loading_info=True)
     except (OSError, ValueError, RuntimeError) as e:
         raise DistilTuneError(f"could not load the {role} '{name}' as a classifier: {str(e).splitlines()[0][:160]}",

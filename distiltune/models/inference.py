@@ -104,3 +104,37 @@ def measure_speeds(entries: dict, latency_samples: int = 100, batch_size: int = 
                    "latency_ms_p95": float(np.percentile(times[name], 95)),
                    "throughput_sps": float(done[name] / spent[name]), "threads": torch.get_num_threads()}
             for name in prepared}
+
+
+def gather_words(logits: torch.Tensor, word_index: torch.Tensor) -> torch.Tensor:
+    """(batch, length, C) token logits -> (batch, words, C) at each word's first sub-token;
+    ``word_index`` is -1 past a row's last word (those rows read position 0 and are masked by the caller)."""
+    idx = word_index.clamp(min=0).long().unsqueeze(-1).expand(-1, -1, logits.shape[-1])
+    return logits.gather(1, idx)
+
+
+@torch.inference_mode()
+def predict_word_logits(model, padder, ds: Dataset, batch_size: int = 64, bf16: bool = False,
+                        desc: str = "predicting", prefix: str = "", progress: bool = True) -> list[np.ndarray]:
+    """Per-word logits of every row of a word-encoded ``ds`` (``{prefix}word_index``), in row order:
+    one (words, C) array per row, read at each word's first sub-token."""
+    model.eval()
+    device = model.device if isinstance(getattr(model, "device", None), torch.device) else next(model.parameters()).device
+    order = np.argsort(-np.asarray(ds[f"{prefix}length"]), kind="stable")
+    keys = [k for k in padder.keys if k != "word_index" and f"{prefix}{k}" in ds.column_names]
+    table = ds.select_columns([f"{prefix}{k}" for k in keys] + [f"{prefix}word_index"])[:]
+    cols = {k: table[f"{prefix}{k}"] for k in keys}
+    words = table[f"{prefix}word_index"]
+    left = padder.tokenizers[prefix].padding_side == "left"
+    out: list = [None] * len(ds)
+    for start in tqdm(range(0, len(order), batch_size), desc=desc, leave=False, disable=not progress):
+        idx = order[start:start + batch_size]
+        rows = [{k: cols[k][i] for k in keys} for i in idx]
+        batch = {k: v.to(device) for k, v in padder.tokenizer_pad(rows, prefix).items()}
+        with _autocast(bf16, device):
+            logits = model(**batch).logits.float().cpu().numpy()
+        n = logits.shape[1]
+        for j, i in enumerate(idx):
+            shift = n - len(cols["input_ids"][i]) if left else 0
+            out[i] = logits[j, np.asarray(words[i], dtype=np.int64) + shift]
+    return out

@@ -20,5 +20,7 @@ def hard_label_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         err = torch.where(keep, logits.view(-1) - labels.nan_to_num(0.0, 0.0, 0.0), 0.0)
         return err.pow(2).sum() / keep.sum().clamp(min=1)
     labels = labels.long()
+    if logits.dim() > 2:  # one label per word or token: every position is a row
+        logits, labels = logits.reshape(-1, logits.shape[-1]), labels.reshape(-1)
     total = F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, reduction="sum")
     return total / (labels != IGNORE_INDEX).sum().clamp(min=1)

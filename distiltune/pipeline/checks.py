@@ -65,7 +65,6 @@ def disk_needed(cfg, task) -> int:
 
 def build_task(cfg, problems: Problems, data=None):
     """The task of ``cfg`` over its data (loaded unless given), or None when either check failed."""
-    from ..data.load import load_task_data
     from ..tasks import task_class
 
     cls = None
@@ -75,7 +74,7 @@ def build_task(cfg, problems: Problems, data=None):
         return None
     cls.check_config(cfg, problems)
     with problems.check():
-        return cls(cfg, data if data is not None else load_task_data(cfg))
+        return cls(cfg, data if data is not None else cls.load_data(cfg))
     return None
 
 

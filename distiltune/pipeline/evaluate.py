@@ -11,8 +11,9 @@ def evaluate_model(ctx, name: str, model, tokenizer, path: str | None) -> dict:
     task = ctx.task
     test = task.encode(ctx.data.test, tokenizer)
     predictions = task.predict(model, test, task.batcher(tokenizer), desc=f"evaluating {name}", bf16=ctx.cfg.bf16)
-    metrics = task.metrics(predictions, task.labels(test))
-    return {"metric": metrics[ctx.data.metric], **metrics, "params": M.count_params(model),
+    labels = task.labels(test)
+    metrics = task.metrics(predictions, labels)
+    return {"metric": metrics[ctx.data.metric], **metrics, "params": M.count_params(model), "_labels": labels,
             "size_mb": round(M.model_size_mb(path), 4) if path and os.path.isdir(path) else None,
             "path": path, "_speed_input": (model, task.batcher(tokenizer, exact=True), test), "_logits": predictions}
 

@@ -38,9 +38,14 @@ def _ratio(a, b):
     return float(a / b) if a and b else None
 
 
+# every task's metrics (f1_<type> keys too: per entity type for token classification)
+METRIC_KEYS = ("accuracy", "f1", "matthews", "pearson", "spearman", "mse", "entity_f1", "entity_precision",
+               "entity_recall", "token_accuracy")
+
+
 def build_report(cfg, data, results: dict, timings: dict) -> dict:
     models = {name: {k: r.get(k) for k in KEYS} | {
-        "metrics": {k: r[k] for k in ("accuracy", "f1", "matthews", "pearson", "spearman", "mse") if k in r},
+        "metrics": {k: r[k] for k in r if k in METRIC_KEYS or k.startswith("f1_")},
         "path": r.get("path")} | {k: r[k] for k in ("agreement", "max_abs_logit_diff") if k in r}
         for name, r in results.items()}
     t, s, b = results.get("teacher"), results.get("student"), results.get("baseline_student")
@@ -192,7 +197,9 @@ def write_report(out: str, cfg, data, results: dict, timings: dict, logs_dir: st
     report = build_report(cfg, data, results, timings)
     if selection:
         report["checkpoint_selection"] = selection
-    labels = np.asarray(data.test["labels"]) if "labels" in data.test.column_names else None
+    # the labels the models were scored against (per word, padded, for token classification)
+    scored = next((r["_labels"] for n in ("student", *results) if n in results for r in [results[n]] if "_labels" in r), None)
+    labels = scored if scored is not None else (np.asarray(data.test["labels"]) if "labels" in data.test.column_names else None)
     report["plots"] = write_plots(out, report, results, labels, data.label_names, logs_dir)
     for name, text in (("report.json", json.dumps(report, indent=2)), ("report.md", to_markdown(report)),
                        ("report.html", to_html(report, out))):

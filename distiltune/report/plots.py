@@ -154,5 +154,9 @@ def write_plots(out: str, report: dict, results: dict, labels: np.ndarray | None
         written["training_curves"] = curves
     student = next((n for n in ("student", *results) if n in results and "_logits" in results[n]), None)
     if label_names and labels is not None and student is not None:
-        _confusion(labels, results[student]["_logits"].argmax(-1), list(label_names), student, target("confusion_matrix"))
+        pred = np.asarray(results[student]["_logits"]).argmax(-1)
+        if labels.ndim == 2:  # per word: every labelled word counts once
+            keep = labels != -100
+            labels, pred = labels[keep], pred[:, :labels.shape[1]][keep]
+        _confusion(labels, pred, list(label_names), student, target("confusion_matrix"))
     return written

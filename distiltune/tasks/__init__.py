@@ -1,6 +1,7 @@
 """Tasks: what differs between one kind of model-and-data and another (see ``base.Task``).
 
-Text classification/regression on transformers and any ``nn.Module`` classifier today; the stages
+Text classification/regression and token classification (NER) on transformers, and any ``nn.Module``
+classifier; the stages
 never branch on which one runs.
 """
 from ..errors import DistilTuneError
@@ -8,12 +9,19 @@ from ..models.factories import is_factory
 from .base import Loaded, Task
 from .module_classification import ModuleClassification
 from .text_classification import TextClassification
+from .token_classification import TokenClassification
 
-TASKS = {t.name: t for t in (TextClassification, ModuleClassification)}
+TASKS = {t.name: t for t in (TextClassification, TokenClassification, ModuleClassification)}
 
 
 def task_class(cfg) -> type[Task]:
-    """Text transformers, or any nn.Module when the config names an input column."""
+    """Text transformers (one label per text, or per word for task_type token_classification), or any
+    nn.Module when the config names an input column."""
+    if cfg.task_type == "token_classification":
+        if cfg.input_column:
+            raise DistilTuneError("task_type token_classification reads words, but input_column names a tensor column",
+                                  "remove input_column (token classification runs on transformers models)")
+        return TokenClassification
     if cfg.input_column:
         return ModuleClassification
     for role in ("teacher", "student"):
@@ -24,4 +32,4 @@ def task_class(cfg) -> type[Task]:
     return TextClassification
 
 
-__all__ = ["Loaded", "ModuleClassification", "TASKS", "Task", "TextClassification", "task_class"]
+__all__ = ["Loaded", "ModuleClassification", "TASKS", "Task", "TextClassification", "TokenClassification", "task_class"]

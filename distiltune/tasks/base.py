@@ -37,6 +37,13 @@ class Task:
         self.cfg, self.data = cfg, data
         self.encoded: dict = {}  # (rows, tokenizer, length, prefix) -> encoded rows, reused by every stage
 
+    @classmethod
+    def load_data(cls, cfg):
+        """Read, check and split the config's data (a :class:`~distiltune.data.load.TaskData`)."""
+        from ..data.load import load_task_data
+
+        return load_task_data(cfg)
+
     # ---- checks before anything is loaded or written (each failure goes into ``problems``) ----
     @classmethod
     def check_config(cls, cfg, problems) -> None:

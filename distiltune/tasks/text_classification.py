@@ -23,6 +23,13 @@ class TextClassification(Task):
     name = "text_classification"
     pipeline_tag = "text-classification"
     export_kind = "text"
+    head = "ForSequenceClassification"  # the architecture suffix of a model with this task's head
+
+    @staticmethod
+    def auto_class():
+        from transformers import AutoModelForSequenceClassification
+
+        return AutoModelForSequenceClassification
 
     # ---- checks ----
     def check_models(self, problems) -> None:
@@ -37,7 +44,7 @@ class TextClassification(Task):
             with problems.check():
                 path = M.resolve_path(name)
                 MF.check_folder(path, name, role)
-                M.check_labels(path, name, self.data.label_names, role)
+                M.check_labels(path, name, self.data.label_names, role, self.head)
                 if (role == "teacher" and cfg.finetune_teacher == "no" and cfg.strategy != "finetune"
                         and MF.head_in_checkpoint(path) is False):
                     raise M.untrained_teacher(name)
@@ -56,7 +63,7 @@ class TextClassification(Task):
         """Token-level terms against the tokenizers (no weights needed); layer maps, module paths and
         head counts against weightless (meta-device) copies of the models built from config.json."""
         import torch
-        from transformers import AutoConfig, AutoModelForSequenceClassification
+        from transformers import AutoConfig
 
         from ..losses.objective import _terms, needs, token_terms_error
 
@@ -70,7 +77,7 @@ class TextClassification(Task):
         def weightless(name):
             conf = AutoConfig.from_pretrained(M.resolve_path(name), **M.label_maps(self.data.label_names))
             with torch.device("meta"):
-                return AutoModelForSequenceClassification.from_config(conf)
+                return self.auto_class().from_config(conf)
 
         try:
             teacher = weightless(cfg.teacher)
@@ -91,11 +98,11 @@ class TextClassification(Task):
     # ---- models ----
     def load(self, name: str, role: str) -> Loaded:
         tok = M.load_tokenizer(name)
-        model, trained = M.load_classifier(name, self.data.label_names, role)
+        model, trained = M.load_classifier(name, self.data.label_names, role, self.auto_class(), self.head)
         return Loaded(model, tok, trained)
 
     def load_trained(self, path: str, role: str):
-        return M.load_classifier(path, self.data.label_names, role)[0]
+        return M.load_classifier(path, self.data.label_names, role, self.auto_class(), self.head)[0]
 
     def student_from_teacher(self, teacher, layers):
         student = M.build_student(teacher, layers)

@@ -8,6 +8,7 @@ from ..data import teacher_cache as TC
 from ..errors import DistilTuneError
 from ..losses import Requests
 from ..models import features as FT
+from ..models.inference import gather_words
 from .monitor import check_alignment
 
 
@@ -15,16 +16,23 @@ def forward_all(model, teacher, inputs: dict, terms: list, temperature: float = 
     """Student and (if needed) teacher outputs with what ``terms`` read, plus the batch dict
     (labels, attention masks). Pops the label, cached and ``teacher_*`` columns from ``inputs``."""
     batch = {"labels": inputs.pop("labels", None)}
+    words = inputs.pop("word_index", None)  # word-level tasks: logits are read at each word's first sub-token
     cache_cols = {c: inputs.pop(c) for c in TC.COLUMNS if c in inputs}
     teacher_inputs = {k[len("teacher_"):]: inputs.pop(k) for k in list(inputs) if k.startswith("teacher_")}
+    t_words = teacher_inputs.pop("word_index", words)
     s_req, t_req = Requests(), Requests()
     for term in terms:
         s, t = term.requests()
         s_req, t_req = s_req.merge(s), t_req.merge(t)
     student_out = FT.forward(model, inputs, s_req.hidden_states, s_req.attentions, s_req.modules, "student",
                              hook_model=hook_model)
+    if words is not None:
+        student_out.logits = gather_words(student_out.logits, words)
+        batch["position_mask"] = words >= 0
     teacher_out = None
     cached = TC.teacher_logits_from(cache_cols, student_out.logits.shape[-1], temperature) if cache_cols else None
+    if cached is not None and words is not None:
+        cached = fit_words(cached, words.shape[1])
     teaching = [t for t in terms if t.needs_teacher]
     if teaching:
         if cached is not None and all(t.uses_logits_only for t in teaching):
@@ -37,6 +45,28 @@ def forward_all(model, teacher, inputs: dict, terms: list, temperature: float = 
             with torch.no_grad():
                 teacher_out = FT.forward(teacher, teacher_inputs or inputs, t_req.hidden_states, t_req.attentions,
                                          t_req.modules, "teacher")
+            if words is not None:
+                teacher_out.logits = fit_words(gather_words(teacher_out.logits, t_words), words.shape[1])
     batch.update(attention_mask=inputs.get("attention_mask"),
                  teacher_attention_mask=(teacher_inputs or inputs).get("attention_mask"))
     return student_out, teacher_out, batch
+
+
+def fit_words(teacher_logits: torch.Tensor, n: int) -> torch.Tensor:
+    """The teacher's per-word logits cut or zero-padded to the student's ``n`` words. The teacher reads
+    each row up to its own length limit, so it has at least the words the student kept; the extra ones
+    (past the student's max_length) teach nothing."""
+    have = teacher_logits.shape[1]
+    if have >= n:
+        return teacher_logits[:, :n]
+    return torch.nn.functional.pad(teacher_logits, (0, 0, 0, n - have))
+
+
+def eval_forward(model, inputs: dict):
+    """The model's outputs for validation (labels and teacher columns already removed), with word-level
+    logits where the batch has words."""
+    words = inputs.pop("word_index", None)
+    outputs = model(**inputs)
+    if words is not None:
+        outputs.logits = gather_words(outputs.logits, words)
+    return outputs

@@ -17,7 +17,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 from . import checkpoints as CK
 from ..data import teacher_cache as TC
 from .callbacks import _ZeroTermGrads
-from .forward import forward_all
+from .forward import eval_forward, forward_all
 from .monitor import GradSpikes, NonFiniteGuard, TermSums
 from .sampler import EpochSeededLengthSampler
 from ..errors import DistilTuneError
@@ -216,7 +216,7 @@ class DistillationTrainer(Trainer):
         if not model.training:  # validation loss is the task loss
             labels = inputs.pop("labels", None)
             inputs = {k: v for k, v in inputs.items() if not k.startswith("teacher_")}
-            outputs = model(**inputs)
+            outputs = eval_forward(model, inputs)
             loss = self.terms["ce"](outputs, None, {"labels": labels}) if "ce" in self.terms else outputs.logits.sum() * 0
             return (loss, outputs) if return_outputs else loss
         vals = self.current_values()

@@ -1,0 +1,123 @@
+"""Token classification (NER): one tag per word, scored per entity (seqeval).
+
+Each model tokenises the words itself and is read at each word's first sub-token, so the teacher's
+output for a row is one logit vector per *word*: that is what the teacher cache stores, and what KD
+compares. A teacher with another tokenizer (MPNet teaching a BERT-vocabulary MiniLM) therefore
+teaches word by word, with no sub-token alignment needed.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..data.words import WordCollator, WordPadder, encode_words
+from ..errors import DistilTuneError
+from ..models import hf as M
+from ..models.inference import predict_word_logits
+from .metrics import entity_metrics
+from .text_classification import TextClassification, pad_multiple
+
+# The longest input a teacher with its own tokenizer reads (its own limit, up to this): it sees every
+# word the student kept, whatever the two tokenizers make of them.
+TEACHER_MAX_LENGTH = 512
+
+
+def pad_rows_of_words(rows: list[np.ndarray], fill: float = 0.0) -> np.ndarray:
+    """(rows, words, C) from one (words, C) array per row."""
+    n = max((len(r) for r in rows), default=0)
+    c = next((r.shape[-1] for r in rows if r.ndim == 2 and r.size), 0)
+    out = np.full((len(rows), n, c), fill, dtype=np.float32)
+    for i, r in enumerate(rows):
+        out[i, :len(r)] = r
+    return out
+
+
+class TokenClassification(TextClassification):
+    name = "token_classification"
+    pipeline_tag = "token-classification"
+    export_kind = "words"
+    head = "ForTokenClassification"
+
+    @staticmethod
+    def auto_class():
+        from transformers import AutoModelForTokenClassification
+
+        return AutoModelForTokenClassification
+
+    @classmethod
+    def load_data(cls, cfg):
+        from ..data.word_data import load_word_data
+
+        return load_word_data(cfg)
+
+    @classmethod
+    def check_config(cls, cfg, problems) -> None:
+        refusals = [
+            (cfg.teacher_cache_topk is not None, "teacher_cache_topk keeps the top logits of one vector per row, but "
+             "token classification caches a few tags per word in full", "remove teacher_cache_topk"),
+            (bool(cfg.augment), "augment edits the words of a text, which would shift the tags of a tagged sentence",
+             "remove augment (unlabeled sentences, unlabeled_file, give the student more rows to learn from)"),
+            (bool(cfg.export_settings), "ONNX export of token classification is not built yet",
+             "remove export; the saved student folder loads with transformers.pipeline('token-classification')"),
+            (bool(cfg.text_pair_column), "token classification reads one list of words per row, not text pairs",
+             "remove text_pair_column"),
+        ]
+        for bad, problem, fix in refusals:
+            if bad:
+                problems.found.append(DistilTuneError(f"task_type token_classification: {problem}", fix))
+
+    # ---- rows ----
+    def encode(self, rows, tokenizer, prefix: str = "", length: int | None = None):
+        length = length or self.max_length(tokenizer)
+        key = (getattr(rows, "_fingerprint", id(rows)), id(tokenizer), length, prefix, self.data.text_columns)
+        if key not in self.encoded:
+            self.encoded[key] = encode_words(rows, tokenizer, self.data.text_columns[0], length, prefix,
+                                             cut_labels=not prefix)
+        return self.encoded[key]
+
+    def collator(self, tokenizer, teacher_tokenizer=None):
+        return WordCollator(tokenizer, teacher_tokenizer, pad_to_multiple_of=pad_multiple(self.cfg))
+
+    def batcher(self, tokenizer, teacher_tokenizer=None, exact: bool = False):
+        return WordPadder(tokenizer, teacher_tokenizer, pad_to_multiple_of=None if exact else pad_multiple(self.cfg))
+
+    def teacher_inputs(self, rows, tokenizer, teacher_tokenizer, same: bool):
+        if same:
+            return rows, ""
+        limit = teacher_tokenizer.model_max_length
+        length = min(limit if 0 < limit < 100_000 else TEACHER_MAX_LENGTH, TEACHER_MAX_LENGTH)
+        return self.encode(rows, teacher_tokenizer, prefix="teacher_", length=max(length, self.max_length(teacher_tokenizer))), "teacher_"
+
+    # ---- teacher outputs: one logit vector per word ----
+    def teacher_outputs(self, teacher, rows, batcher, prefix: str = ""):
+        cfg = self.cfg
+        teacher.to(cfg.device)
+        return predict_word_logits(teacher, batcher, rows, batch_size=64 if cfg.device.type == "cpu" else 256,
+                                   bf16=cfg.bf16, desc="teacher logits per word", prefix=prefix,
+                                   progress=not cfg.disable_tqdm and len(rows) > 64)
+
+    # ---- predict and score ----
+    def predict(self, model, rows, batcher, desc: str = "predicting", bf16: bool = False) -> np.ndarray:
+        """(rows, words, tags) logits, zero past each row's last word."""
+        return pad_rows_of_words(predict_word_logits(model, batcher, rows, bf16=bf16, desc=desc,
+                                                     progress=not self.cfg.disable_tqdm))
+
+    def labels(self, rows) -> np.ndarray:
+        """(rows, words) tag ids, -100 past each row's last word."""
+        tags = rows["labels"]
+        out = np.full((len(tags), max((len(t) for t in tags), default=0)), -100, dtype=np.int64)
+        for i, t in enumerate(tags):
+            out[i, :len(t)] = t
+        return out
+
+    def metrics(self, predictions, labels) -> dict[str, float]:
+        return entity_metrics(np.asarray(predictions), np.asarray(labels), list(self.data.label_names))
+
+    def agreement(self, reference, predictions, labels) -> dict:
+        keep = labels != -100
+        same = reference.argmax(-1)[keep] == predictions.argmax(-1)[keep]
+        return {"agreement": float(same.mean()) if same.size else 1.0,
+                "max_abs_logit_diff": float(np.abs(reference - predictions).max()) if reference.size else 0.0}
+
+    def export_plan(self, model, tokenizer, test, batcher, source: str) -> dict:
+        raise DistilTuneError("ONNX export of token classification is not built yet",
+                              "use the saved model folder with transformers.pipeline('token-classification')")
