@@ -110,6 +110,22 @@ def test_first_sub_token_of_each_word_for_both_tokenizers(tmp_path):
     assert cut["word_index"][0] == [1, 3] and cut["labels"][0] == [1, 2]
 
 
+def test_byte_level_bpe_tokenizers_read_each_word_with_its_leading_space(tmp_path):
+    import string
+
+    from transformers import RobertaTokenizerFast
+
+    from distiltune.tasks.token_classification import words_tokenizer
+
+    chars = ["<s>", "<pad>", "</s>", "<unk>", "<mask>", "\u0120"] + list(string.ascii_lowercase + string.digits)
+    (tmp_path / "vocab.json").write_text(json.dumps({c: i for i, c in enumerate(chars)}))
+    (tmp_path / "merges.txt").write_text("#version: 0.2\n")
+    RobertaTokenizerFast(str(tmp_path / "vocab.json"), str(tmp_path / "merges.txt")).save_pretrained(tmp_path / "tok")
+    tok = words_tokenizer(RobertaTokenizerFast.from_pretrained(tmp_path / "tok"), str(tmp_path / "tok"))
+    ids = tok(["per3", "jr"], is_split_into_words=True)["input_ids"]
+    assert tok.convert_ids_to_tokens(ids) == ["<s>", "\u0120", "p", "e", "r", "3", "\u0120", "j", "r", "</s>"]
+
+
 def test_conll_file_is_read_as_words_and_tags(tmp_path):
     from distiltune.data.words import read_conll
 

@@ -28,14 +28,14 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "voca
                    "sentencepiece.bpe.model")
 
 
-def load_tokenizer(name: str):
+def load_tokenizer(name: str, **kwargs):
     path = resolve_path(name)
     # Without tokenizer files some classes fall back to a 5-token vocabulary: all text becomes [UNK].
     if os.path.isdir(path) and not any(os.path.isfile(os.path.join(path, f)) for f in TOKENIZER_FILES):
         raise DistilTuneError(f"model folder '{name}' holds no tokenizer files",
                               "save the tokenizer next to the model (tokenizer.save_pretrained(folder))")
     try:
-        return AutoTokenizer.from_pretrained(path)
+        return AutoTokenizer.from_pretrained(path, **kwargs)
     except (OSError, ValueError) as e:
         raise DistilTuneError(f"could not load a tokenizer from '{name}': {str(e).splitlines()[0][:160]}",
                               "give a model folder that holds tokenizer files, or a hub name (needs internet)") from None

@@ -50,7 +50,8 @@ def build_report(cfg, data, results: dict, timings: dict) -> dict:
         for name, r in results.items()}
     t, s, b = results.get("teacher"), results.get("student"), results.get("baseline_student")
     report = {
-        "task": data.task_type + (f" ({len(data.label_names)} classes)" if data.label_names else ""),
+        "task": data.task_type + (f" ({len(data.label_names)} {'tags' if data.task_type == 'token_classification' else 'classes'})"
+                                  if data.label_names else ""),
         "metric": data.metric, "strategy": cfg.strategy, "models": models,
         "retention": _ratio(s and s["metric"], t and t["metric"]),
         "speedup": _ratio(t and t["latency_ms_p50"], s and s["latency_ms_p50"]),

@@ -14,11 +14,21 @@ from ..errors import DistilTuneError
 from ..models import hf as M
 from ..models.inference import predict_word_logits
 from .metrics import entity_metrics
+from .base import Loaded
 from .text_classification import TextClassification, pad_multiple
 
 # The longest input a teacher with its own tokenizer reads (its own limit, up to this): it sees every
 # word the student kept, whatever the two tokenizers make of them.
 TEACHER_MAX_LENGTH = 512
+
+
+def words_tokenizer(tokenizer, name: str):
+    """The tokenizer as it must read words: byte-level BPE tokenizers (RoBERTa, GPT-2) mark a word
+    start with a space, so given words they need ``add_prefix_space`` or every word after the first
+    is tokenised as if glued to the one before it."""
+    if getattr(tokenizer, "add_prefix_space", None) is False:
+        return M.load_tokenizer(name, add_prefix_space=True)
+    return tokenizer
 
 
 def pad_rows_of_words(rows: list[np.ndarray], fill: float = 0.0) -> np.ndarray:
@@ -64,6 +74,10 @@ class TokenClassification(TextClassification):
         for bad, problem, fix in refusals:
             if bad:
                 problems.found.append(DistilTuneError(f"task_type token_classification: {problem}", fix))
+
+    def load(self, name: str, role: str):
+        loaded = super().load(name, role)
+        return Loaded(loaded.model, words_tokenizer(loaded.tokenizer, name), loaded.trained)
 
     # ---- rows ----
     def encode(self, rows, tokenizer, prefix: str = "", length: int | None = None):
