@@ -232,7 +232,8 @@ def ner_run(ner, tmp_path_factory):
     assert code == 0
     out = tmp_path_factory.mktemp("ner_run")
     code = main(["run", *args(dict(ner, teacher=str(taught / "student")), out, "--num_labeled", "30", "--num_train_epochs", "4",
-                              "--learning_rate", "3e-3", "--per_device_train_batch_size", "16", "--final_finetune_epochs", "1")])
+                              "--learning_rate", "3e-3", "--per_device_train_batch_size", "16", "--final_finetune_epochs", "1",
+                              "--export", json.dumps({"format": "onnx", "quantize": "int8", "min_agreement_int8": 0.5}))])
     assert code == 0
     return out
 
@@ -253,3 +254,13 @@ def test_saved_tagger_loads_in_a_transformers_pipeline(ner_run):
     tagger = pipeline("token-classification", model=str(ner_run / "student"), aggregation_strategy="first")
     found = tagger("w1 per3 jr w2")
     assert "PER" in [e["entity_group"] for e in found], found
+
+
+def test_exported_tagger_agrees_and_predict_prints_entities_with_spans(ner_run, capsys):
+    report = json.loads((ner_run / "report.json").read_text())
+    onnx = report["models"]["student_onnx"]
+    assert onnx["agreement"] == 1.0 and onnx["metric"] == pytest.approx(report["models"]["student"]["metric"])
+    assert "student_int8" in report["models"]
+    assert main(["predict", "--model", str(ner_run / "student_onnx"), "--json", "w1 per3 jr w2 loc5 ."]) == 0
+    found = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["entities"]
+    assert [(e["type"], e["text"], e["start"], e["end"]) for e in found] == [("PER", "per3 jr", 3, 10), ("LOC", "loc5", 14, 18)]

@@ -163,7 +163,7 @@ def write_export(folder: str, model, sample: dict[str, torch.Tensor], meta: dict
 
     def weights(tmp):
         what = f"{type(getattr(model, 'net', model)).__name__}"
-        to_onnx(model, sample, os.path.join(tmp, FILES["fp32"]), meta["kind"] == "text", what, source, opset)
+        to_onnx(model, sample, os.path.join(tmp, FILES["fp32"]), meta["kind"] in ("text", "words"), what, source, opset)
         if quantize == "int8":
             meta["int8_method"] = quantize_int8(os.path.join(tmp, FILES["fp32"]), os.path.join(tmp, FILES["int8"]), calibration)
         if tokenizer is not None:
@@ -182,15 +182,16 @@ def write_export(folder: str, model, sample: dict[str, torch.Tensor], meta: dict
 
 
 def export_readme(meta: dict) -> str:
-    ex = '"a gorgeous, witty, seductive movie"' if meta["kind"] == "text" else "--input-file examples.npy"
+    ex = {"text": '"a gorgeous, witty, seductive movie"', "words": '"Peter Blackburn flew to Brussels ."'}.get(
+        meta["kind"], "--input-file examples.npy")
     return (f"# {meta.get('name', 'model')} (ONNX)\n\nExported by distiltune from `{meta.get('source')}`.\n\n"
             f"- Files: {', '.join(f'`{f}` ({v})' for v, f in meta['files'].items())}"
             + (f"; int8: {meta['int8_method']}" if meta.get("int8_method") else "") + ".\n"
             f"- Inputs: {', '.join(meta['inputs'])} (dynamic batch axis"
-            + (", dynamic sequence axis" if meta["kind"] == "text" else "") + "); output: `logits`.\n"
+            + (", dynamic sequence axis" if meta["kind"] in ("text", "words") else "") + "); output: `logits`.\n"
             f"- Labels: {meta.get('label_names') or meta.get('task_type')}.\n\n"
             "```bash\n"
-            f"python predict.py {ex}          # needs numpy, onnxruntime" + (", tokenizers" if meta["kind"] == "text" else "") +
+            f"python predict.py {ex}          # needs numpy, onnxruntime" + (", tokenizers" if meta["kind"] != "tensor" else "") +
             "\ndistiltune predict --model <this folder> " + ex + "\n```\n\n"
             "```python\nimport onnxruntime as ort\nsession = ort.InferenceSession('model.onnx')\n"
             f"logits = session.run(None, {{{', '.join(repr(n) + ': ...' for n in meta['inputs'])}}})[0]\n```\n\n"

@@ -7,6 +7,7 @@ distiltune, PyTorch or transformers installed::
     python predict.py "a gorgeous, witty, seductive movie"          # from inside the export folder
     python predict.py --variant fp32 --json "text one" "text two"
     python predict.py --input-file images.npy                       # networks that read tensors
+    python predict.py "Peter Blackburn flew to Brussels ."           # token classification: entities and spans
 
 ``distiltune predict --model <export folder> ...`` runs the same code.
 """
@@ -45,7 +46,7 @@ class ExportedModel:
                                             providers=["CPUExecutionProvider"])
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.tokenizer = None
-        if self.meta["kind"] == "text":
+        if self.meta["kind"] in ("text", "words"):
             from tokenizers import Tokenizer
 
             m = self.meta
@@ -66,7 +67,7 @@ class ExportedModel:
 
     def logits(self, feed: dict) -> np.ndarray:
         """Logits for model inputs (numpy arrays, or anything ``np.asarray`` takes, e.g. CPU tensors)."""
-        cast = {k: np.asarray(feed[k], dtype=np.int64 if self.meta["kind"] == "text" else np.float32)
+        cast = {k: np.asarray(feed[k], dtype=np.int64 if self.meta["kind"] in ("text", "words") else np.float32)
                 for k in self.input_names}
         return self.session.run(None, cast)[0]
 
@@ -105,6 +106,45 @@ class ExportedModel:
         probs = np.exp(z) / np.exp(z).sum(-1, keepdims=True)
         names = self.meta.get("label_names") or [str(i) for i in range(probs.shape[-1])]
         return [{"label": names[int(p.argmax())], "score": float(p.max())} for p in probs]
+
+
+    def entities(self, texts: list[str], batch_size: int = 64) -> list[dict]:
+        """Token classification: each text is split into words (runs of letters and digits, and each
+        punctuation mark, as CoNLL tokenises), tagged at each word's first sub-token, and the tagged
+        words grouped into entities (B-X starts one, I-X continues it) with their character spans."""
+        import re
+
+        names = self.meta["label_names"]
+        out = []
+        for start in range(0, len(texts), batch_size):
+            chunk = texts[start:start + batch_size]
+            spans = [[(m.start(), m.end()) for m in re.finditer(r"\w+(?:[-'.]\w+)*|[^\w\s]", t)] for t in chunk]
+            if any(not s for s in spans):
+                raise ValueError("a text has no words; pass texts with words in them")
+            encs = self.tokenizer.encode_batch([[t[a:b] for a, b in s] for t, s in zip(chunk, spans)], is_pretokenized=True)
+            arrays = {"input_ids": [e.ids for e in encs], "attention_mask": [e.attention_mask for e in encs],
+                      "token_type_ids": [e.type_ids for e in encs]}
+            logits = self.logits({k: np.asarray(arrays[k], dtype=np.int64) for k in self.input_names})
+            for text, word_spans, enc, row in zip(chunk, spans, encs, logits):
+                first = {}
+                for pos, w in enumerate(enc.word_ids):
+                    if w is not None and w not in first:
+                        first[w] = pos
+                z = row - row.max(-1, keepdims=True)
+                probs = np.exp(z) / np.exp(z).sum(-1, keepdims=True)
+                found, current = [], None
+                for w, (a, b) in enumerate(word_spans):
+                    tag, score = ("O", 1.0) if w not in first else (names[int(probs[first[w]].argmax())], float(probs[first[w]].max()))
+                    kind = tag[2:] if tag[:2] in ("B-", "I-") else None
+                    if kind and current and tag.startswith("I-") and current["type"] == kind:
+                        current.update(end=b, scores=current["scores"] + [score])
+                        continue
+                    current = {"type": kind, "start": a, "end": b, "scores": [score]} if kind else None
+                    if current:
+                        found.append(current)
+                out.append({"entities": [{"type": e["type"], "text": text[e["start"]:e["end"]], "start": e["start"],
+                                          "end": e["end"], "score": float(np.mean(e["scores"]))} for e in found]})
+        return out
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -148,6 +188,15 @@ def main(argv: list[str] | None = None, folder: str | None = None, parser=OneLin
         if not model.pairs:
             inputs = texts
         shown = texts
+        if model.meta["kind"] == "words":
+            for text, out in zip(texts, model.entities(texts)):
+                if args.json:
+                    print(json.dumps({"input": text, **out}))
+                    continue
+                print(text)
+                for e in out["entities"] or [{"type": "-", "score": 0.0, "start": 0, "end": 0, "text": "(no entities)"}]:
+                    print(f"  {e['type']}\t{e['score']:.3f}\t{e['start']}-{e['end']}\t{e['text']}")
+            return 0
     else:
         if not args.input_file:
             p.error("this model reads tensors: pass --input-file examples.npy")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import numpy as np
 
 from ..data.words import WordCollator, WordPadder, encode_words
-from ..errors import DistilTuneError
 from ..models import hf as M
 from ..models.inference import predict_word_logits
 from .metrics import entity_metrics
@@ -44,7 +43,7 @@ def pad_rows_of_words(rows: list[np.ndarray], fill: float = 0.0) -> np.ndarray:
 class TokenClassification(TextClassification):
     name = "token_classification"
     pipeline_tag = "token-classification"
-    export_kind = "words"
+    export_kind = "words"  # export_plan as for texts; the exported predict.py splits texts into words
     head = "ForTokenClassification"
 
     @staticmethod
@@ -66,8 +65,6 @@ class TokenClassification(TextClassification):
              "token classification caches a few tags per word in full", "remove teacher_cache_topk"),
             (bool(cfg.augment), "augment edits the words of a text, which would shift the tags of a tagged sentence",
              "remove augment (unlabeled sentences, unlabeled_file, give the student more rows to learn from)"),
-            (bool(cfg.export_settings), "ONNX export of token classification is not built yet",
-             "remove export; the saved student folder loads with transformers.pipeline('token-classification')"),
             (bool(cfg.text_pair_column), "token classification reads one list of words per row, not text pairs",
              "remove text_pair_column"),
         ]
@@ -131,7 +128,3 @@ class TokenClassification(TextClassification):
         same = reference.argmax(-1)[keep] == predictions.argmax(-1)[keep]
         return {"agreement": float(same.mean()) if same.size else 1.0,
                 "max_abs_logit_diff": float(np.abs(reference - predictions).max()) if reference.size else 0.0}
-
-    def export_plan(self, model, tokenizer, test, batcher, source: str) -> dict:
-        raise DistilTuneError("ONNX export of token classification is not built yet",
-                              "use the saved model folder with transformers.pipeline('token-classification')")
