@@ -158,6 +158,7 @@ TIER_OF = {
     "test_pipeline.py::test_data_fingerprint_sees_every_row": "unit",
     "test_pipeline.py::test_early_stopping_needs_a_positive_patience": "unit",
     "test_pipeline.py::test_python_api_distillation_trainer": "unit",
+    "test_qa_spans.py": "unit",           # extractive QA building blocks (pure functions)
     "test_presets.py": "e2e",             # every preset through the CLI
     "test_presets.py::test_every_preset_is_covered": "unit",
     "test_presets.py::test_token_level_terms_refuse_different_tokenizers": "unit",

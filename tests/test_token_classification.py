@@ -246,6 +246,8 @@ def test_distilled_tagger_beats_its_baseline_across_tokenizers(ner_run):
     assert m["student"]["metric"] >= m["baseline_student"]["metric"] + 0.05, {k: v["metric"] for k, v in m.items()}
     assert {"f1_PER", "f1_LOC", "token_accuracy"} <= set(m["student"]["metrics"])
     assert (ner_run / "plots" / "confusion_matrix.png").is_file()
+    assert report["plots"]["f1_per_type"] == os.path.join("plots", "f1_per_type.png")
+    assert (ner_run / "plots" / "f1_per_type.png").is_file()
 
 
 def test_saved_tagger_loads_in_a_transformers_pipeline(ner_run):

@@ -189,14 +189,7 @@ def main(argv: list[str] | None = None, folder: str | None = None, parser=OneLin
             inputs = texts
         shown = texts
         if model.meta["kind"] == "words":
-            for text, out in zip(texts, model.entities(texts)):
-                if args.json:
-                    print(json.dumps({"input": text, **out}))
-                    continue
-                print(text)
-                for e in out["entities"] or [{"type": "-", "score": 0.0, "start": 0, "end": 0, "text": "(no entities)"}]:
-                    print(f"  {e['type']}\t{e['score']:.3f}\t{e['start']}-{e['end']}\t{e['text']}")
-            return 0
+            return _print_entities(model, texts, args.json)
     else:
         if not args.input_file:
             p.error("this model reads tensors: pass --input-file examples.npy")
@@ -209,6 +202,18 @@ def main(argv: list[str] | None = None, folder: str | None = None, parser=OneLin
             print(f"{out['label']}\t{out['score']:.3f}\t{text}")
         else:
             print(f"{out['value']:.4f}\t{text}")
+    return 0
+
+
+def _print_entities(model, texts: list[str], as_json: bool) -> int:
+    """Token classification: each text, then one line per entity (type, score, character span, text)."""
+    for text, out in zip(texts, model.entities(texts)):
+        if as_json:
+            print(json.dumps({"input": text, **out}))
+            continue
+        print(text)
+        for e in out["entities"] or [{"type": "-", "score": 0.0, "start": 0, "end": 0, "text": "(no entities)"}]:
+            print(f"  {e['type']}\t{e['score']:.3f}\t{e['start']}-{e['end']}\t{e['text']}")
     return 0
 
 

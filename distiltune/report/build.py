@@ -151,7 +151,8 @@ PLOT_CAPTIONS = {"metric_vs_latency": "Test metric vs batch-1 latency; the dashe
                  "metric_vs_size": "Test metric vs size on disk.",
                  "training_curves": "Per training stage: loss terms over steps; temperature and term weights "
                                     "(schedules) and, when evaluated, the validation metric.",
-                 "confusion_matrix": "The student's predictions on the test split."}
+                 "confusion_matrix": "The student's predictions on the test split (per word for token classification).",
+                 "f1_per_type": "Test F1 per entity type, for each model."}
 
 
 def to_html(report: dict, out: str) -> str:

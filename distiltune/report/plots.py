@@ -132,6 +132,29 @@ def read_histories(logs_dir: str | None) -> dict[str, list[dict]]:
     return out
 
 
+def _per_type(models: dict, path: str) -> bool:
+    """Grouped bars of F1 per entity type (``f1_<type>`` metrics), one bar per model."""
+    kinds = sorted({k[3:] for r in models.values() for k in r.get("metrics", {}) if k.startswith("f1_")})
+    names = [n for n, r in models.items() if any(f"f1_{k}" in r.get("metrics", {}) for k in kinds)]
+    if not kinds or not names:
+        return False
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(5, 1.4 * len(kinds) + 2), 4), dpi=110)
+    width = 0.8 / len(names)
+    for j, name in enumerate(names):
+        vals = [models[name]["metrics"].get(f"f1_{k}", 0.0) for k in kinds]
+        ax.bar(np.arange(len(kinds)) + (j - (len(names) - 1) / 2) * width, vals, width, label=name)
+    ax.set_xticks(range(len(kinds)), kinds)
+    ax.set_ylabel("test F1")
+    ax.set_ylim(0, 1.05)
+    ax.set_title("F1 per entity type")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return True
+
+
 def write_plots(out: str, report: dict, results: dict, labels: np.ndarray | None, label_names: list[str] | None,
                 logs_dir: str | None = None) -> dict[str, str]:
     """Write the PNGs into ``out/plots``; returns {plot name: path relative to ``out``}."""
@@ -152,6 +175,9 @@ def write_plots(out: str, report: dict, results: dict, labels: np.ndarray | None
     curves = os.path.join(PLOT_DIR, "training_curves.png")
     if _curves(read_histories(logs_dir), m, os.path.join(out, curves)):
         written["training_curves"] = curves
+    per_type = os.path.join(PLOT_DIR, "f1_per_type.png")
+    if _per_type(models, os.path.join(out, per_type)):
+        written["f1_per_type"] = per_type
     student = next((n for n in ("student", *results) if n in results and "_logits" in results[n]), None)
     if label_names and labels is not None and student is not None:
         pred = np.asarray(results[student]["_logits"]).argmax(-1)
