@@ -266,3 +266,21 @@ def test_exported_tagger_agrees_and_predict_prints_entities_with_spans(ner_run, 
     assert main(["predict", "--model", str(ner_run / "student_onnx"), "--json", "w1 per3 jr w2 loc5 ."]) == 0
     found = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["entities"]
     assert [(e["type"], e["text"], e["start"], e["end"]) for e in found] == [("PER", "per3 jr", 3, 10), ("LOC", "loc5", 14, 18)]
+
+
+def test_resume_with_the_live_teacher_redoes_the_student_and_reuses_the_baseline(ner, ner_run):
+    """Last in this file (it changes the run folder): --resume with a new temperature and no teacher
+    cache, so the teacher runs every step on its own sub-tokens and is read per word in the step."""
+    student_before = (ner_run / "student" / "model.safetensors").stat().st_mtime_ns
+    baseline_before = (ner_run / "baseline_student" / "model.safetensors").stat().st_mtime_ns
+    import yaml
+
+    teacher = yaml.safe_load((ner_run / "config.yaml").read_text())["teacher"]
+    code = main(["run", *args(dict(ner, teacher=teacher), ner_run, "--num_labeled", "30", "--num_train_epochs", "4",
+                              "--learning_rate", "3e-3", "--per_device_train_batch_size", "16", "--final_finetune_epochs", "1",
+                              "--temperature", "2", "--teacher_cache", "false"), "--resume"])
+    assert code == 0
+    assert (ner_run / "student" / "model.safetensors").stat().st_mtime_ns != student_before
+    assert (ner_run / "baseline_student" / "model.safetensors").stat().st_mtime_ns == baseline_before
+    m = json.loads((ner_run / "report.json").read_text())["models"]
+    assert m["student"]["metric"] >= m["baseline_student"]["metric"] + 0.05
