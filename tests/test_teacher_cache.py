@@ -154,3 +154,15 @@ def test_topk_must_be_positive():
 
     with pytest.raises(ValueError, match="teacher_cache_topk=0 must be >= 1"):
         DistillConfig(output_dir="x", teacher_cache_topk=0)
+
+
+def test_rows_of_different_shapes_are_zero_padded_on_every_axis():
+    """Per-word outputs ((words, C) per row) and per-position ones ((2, length) per row) alike."""
+    from distiltune.data.teacher_cache import collate
+
+    words = collate([{"teacher_logits": [[1.0, 2.0]]}, {"teacher_logits": [[3.0, 4.0], [5.0, 6.0]]}])["teacher_logits"]
+    assert words.tolist() == [[[1.0, 2.0], [0.0, 0.0]], [[3.0, 4.0], [5.0, 6.0]]]
+    spans = collate([{"teacher_logits": [[1.0], [2.0]]}, {"teacher_logits": [[3.0, 4.0], [5.0, 6.0]]}])["teacher_logits"]
+    assert spans.tolist() == [[[1.0, 0.0], [2.0, 0.0]], [[3.0, 4.0], [5.0, 6.0]]]
+    same = collate([{"teacher_logits": [1.0, 2.0]}, {"teacher_logits": [3.0, 4.0]}])["teacher_logits"]
+    assert same.dtype == torch.float32 and same.tolist() == [[1.0, 2.0], [3.0, 4.0]]

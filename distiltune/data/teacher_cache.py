@@ -97,19 +97,19 @@ def dense(values: torch.Tensor, indices: torch.Tensor, tail_lse: torch.Tensor, n
 
 def collate(features: list[dict]) -> dict[str, torch.Tensor]:
     """The cached columns of a batch's rows, as tensors (every data collator uses this). Rows of
-    per-word outputs (one (words, C) array each) are zero-padded to the batch's longest row; the
-    collator's word mask says which words are real."""
+    different shapes (one (words, C) array per row for token classification) are zero-padded on
+    every axis to the batch's largest; the collator's masks say which entries are real."""
     out = {}
     for col in COLUMNS:
         if col in features[0]:
             dtype = torch.long if col == "teacher_topk_indices" else torch.float32
             rows = [np.asarray(f[col]) for f in features]
-            if rows[0].ndim == 2:
-                n = max(len(r) for r in rows)
-                padded = np.zeros((len(rows), n, rows[0].shape[-1] if n else 0), dtype=np.float32)
+            shape = tuple(max(sizes) for sizes in zip(*(r.shape for r in rows))) if rows[0].ndim else ()
+            if any(r.shape != shape for r in rows):
+                padded = np.zeros((len(rows), *shape), dtype=np.float32)
                 for i, r in enumerate(rows):
-                    padded[i, :len(r)] = r
-                out[col] = torch.from_numpy(padded)
+                    padded[(i, *(slice(0, n) for n in r.shape))] = r
+                out[col] = torch.from_numpy(padded).to(dtype)
             else:
                 out[col] = torch.as_tensor(np.asarray(rows), dtype=dtype)
     return out
