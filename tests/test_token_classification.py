@@ -208,6 +208,18 @@ def test_bad_word_data_is_one_line_and_writes_nothing(ner, tmp_path, capsys, cas
     assert not out.exists()
 
 
+def test_word_data_without_token_classification_and_missing_columns_name_their_fix(ner, tmp_path, capsys):
+    out = tmp_path / "out"
+    no_task = [a for a in args(ner, out) if a not in ("--task_type", "token_classification")]
+    assert main(["run", *no_task]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("distiltune: error:")]
+    assert len(err) == 1 and "holds words and tags per row" in err[0] and "task_type: token_classification" in err[0], err
+    assert main(["run", *args(ner, out, "--tags_column", "tags")]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("distiltune: error:")]
+    assert len(err) == 1 and "column 'tags' is missing" in err[0] and "set tokens_column / tags_column" in err[0], err
+    assert not out.exists()
+
+
 def test_a_text_classifier_given_to_token_classification_is_refused(ner, tmp_path, capsys):
     from conftest import tiny_bert
 

@@ -47,13 +47,22 @@ class TaskData:
         return h.hexdigest()[:16]
 
 
-def _check_columns(ds: Dataset, columns: list[str], split: str) -> None:
+def _check_columns(ds: Dataset, columns: list[str], split: str,
+                   options: str = "text_column / text_pair_column / input_column / label_column") -> None:
     for col in columns:
         if col not in ds.column_names:
             near = difflib.get_close_matches(col, ds.column_names, n=1)
             hint = f"did you mean '{near[0]}'? " if near else ""
             raise DistilTuneError(f"column '{col}' is missing from the {split} data (columns: {', '.join(ds.column_names)})",
-                                  f"{hint}set text_column / text_pair_column / input_column / label_column to existing columns")
+                                  f"{hint}set {options} to existing columns")
+
+
+def _refuse_words(ds: Dataset, cfg, split: str) -> None:
+    """Rows of words and tags given to a one-label-per-text run: say which task_type reads them."""
+    words, tags = getattr(cfg, "tokens_column", "tokens"), getattr(cfg, "tags_column", "ner_tags")
+    if cfg.text_column not in ds.column_names and words in ds.column_names and tags in ds.column_names:
+        raise DistilTuneError(f"the {split} data holds words and tags per row ('{words}', '{tags}'), not a text and a label",
+                              "set task_type: token_classification (named-entity recognition)")
 
 
 def _label_space(train: Dataset, cfg) -> tuple[str, list[str] | None]:
@@ -179,6 +188,8 @@ def load_task_data(cfg) -> TaskData:
     for split, ds in dd.items():
         if len(ds) == 0:
             raise DistilTuneError(f"the {split} split is empty", f"give a {split} file with at least one row")
+        if text:
+            _refuse_words(ds, cfg, split)
         _check_columns(ds, text_cols + [cfg.label_column], split)
     task, names = _label_space(dd["train"], cfg)
     if names is not None and len(names) < 2:

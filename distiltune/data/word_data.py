@@ -52,7 +52,7 @@ def iob_problems(rows: list[list[str]]) -> int:
 
 def _check_rows(ds: Dataset, cfg, split: str, tagged: bool) -> None:
     cols = [cfg.tokens_column] + ([cfg.tags_column] if tagged else [])
-    _check_columns(ds, cols, split)
+    _check_columns(ds, cols, split, options="tokens_column / tags_column")
     first = ds[0][cfg.tokens_column]
     if not isinstance(first, list) or not all(isinstance(w, str) for w in first):
         raise DistilTuneError(f"column '{cfg.tokens_column}' of the {split} data holds {type(first).__name__}, not a list "
