@@ -131,13 +131,16 @@ class TextClassification(Task):
         limit = tokenizer.model_max_length if 0 < tokenizer.model_max_length < 100_000 else self.cfg.max_length
         return min(self.cfg.max_length, limit)
 
-    def encode(self, rows, tokenizer, prefix: str = ""):
+    def encode(self, rows, tokenizer, prefix: str = "", length: int | None = None):
         """Tokenise once per (rows, tokenizer, length) and reuse it in every stage that reads them."""
-        length = self.max_length(tokenizer)
+        length = length or self.max_length(tokenizer)
         key = (getattr(rows, "_fingerprint", id(rows)), id(tokenizer), length, prefix, self.data.text_columns)
         if key not in self.encoded:
-            self.encoded[key] = tokenize(rows, tokenizer, self.data.text_columns, length, prefix)
+            self.encoded[key] = self.tokenize(rows, tokenizer, length, prefix)
         return self.encoded[key]
+
+    def tokenize(self, rows, tokenizer, length: int, prefix: str):
+        return tokenize(rows, tokenizer, self.data.text_columns, length, prefix)
 
     def collator(self, tokenizer, teacher_tokenizer=None):
         return DistillCollator(tokenizer, teacher_tokenizer, regression=self.data.task_type == "regression",

@@ -77,13 +77,10 @@ class TokenClassification(TextClassification):
         return Loaded(loaded.model, words_tokenizer(loaded.tokenizer, name), loaded.trained)
 
     # ---- rows ----
-    def encode(self, rows, tokenizer, prefix: str = "", length: int | None = None):
-        length = length or self.max_length(tokenizer)
-        key = (getattr(rows, "_fingerprint", id(rows)), id(tokenizer), length, prefix, self.data.text_columns)
-        if key not in self.encoded:
-            self.encoded[key] = encode_words(rows, tokenizer, self.data.text_columns[0], length, prefix,
-                                             cut_labels=not prefix)
-        return self.encoded[key]
+    def tokenize(self, rows, tokenizer, length: int, prefix: str):
+        """Each model's sub-tokens of the words (``encode`` memoises it); the student's encoding also
+        cuts the labels to the words that fit."""
+        return encode_words(rows, tokenizer, self.data.text_columns[0], length, prefix, cut_labels=not prefix)
 
     def collator(self, tokenizer, teacher_tokenizer=None):
         return WordCollator(tokenizer, teacher_tokenizer, pad_to_multiple_of=pad_multiple(self.cfg))
