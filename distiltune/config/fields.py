@@ -9,8 +9,8 @@ from ..losses.presets import PRESETS
 from ..schedules import KINDS, UNITS
 
 STRATEGIES = ("finetune", "distill", "distill_finetune")
-METRICS = ("auto", "accuracy", "f1", "matthews", "pearson", "spearman", "entity_f1", "token_accuracy")
-TASK_TYPES = ("auto", "classification", "regression", "token_classification")
+METRICS = ("auto", "accuracy", "f1", "matthews", "pearson", "spearman", "entity_f1", "token_accuracy", "exact_match")
+TASK_TYPES = ("auto", "classification", "regression", "token_classification", "question_answering")
 
 
 def _f(default, help, **kw):
@@ -34,12 +34,21 @@ class DataArguments:
                                         "pixel_values; teacher/student are then factories 'file.py:function'.")
     text_pair_column: str | None = _f(None, "Second sentence column for sentence-pair tasks (GLUE-style), else none.")
     label_column: str = _f("label", "Column holding the label (class name/id, or a number for regression).")
-    task_type: str = _f("auto", "'classification', 'regression', 'token_classification' (a tag per word: NER), or "
-                                "'auto' (float labels mean regression).", choices=list(TASK_TYPES))
+    task_type: str = _f("auto", "'classification', 'regression', 'token_classification' (a tag per word: NER), "
+                                "'question_answering' (extractive: an answer span of a context), or 'auto' (float "
+                                "labels mean regression).", choices=list(TASK_TYPES))
     tokens_column: str = _f("tokens", "token_classification: the column holding each row's words (a list).")
     tags_column: str = _f("ner_tags", "token_classification: the column holding one tag per word (IOB2 names or ids).")
+    question_column: str = _f("question", "question_answering: the column holding the question.")
+    context_column: str = _f("context", "question_answering: the column holding the context the answer is taken from.")
+    answers_column: str = _f("answers", "question_answering: the column holding the answers, SQuAD's layout "
+                                        "{'text': [...], 'answer_start': [...]} (character offsets into the context).")
+    doc_stride: int | None = _f(None, "question_answering: tokens shared by consecutive windows of a context longer than "
+                                      "max_length; default a quarter of max_length.")
+    max_answer_length: int = _f(30, "question_answering: the longest answer span predicted, in tokens.")
     metric: str = _f("auto", "Main metric: accuracy, f1 (macro), matthews, pearson, spearman; entity_f1 or token_accuracy "
-                             "for token_classification; auto = accuracy, pearson or entity_f1.", choices=list(METRICS))
+                             "for token_classification; f1 or exact_match (SQuAD's) for question_answering; auto = "
+                             "accuracy, pearson, entity_f1 or f1.", choices=list(METRICS))
     max_length: int = _f(128, "Truncate texts to this many tokens (each model's own tokenizer).")
     validation_size: float = _f(0.1, "Validation split made from train when none is given: fraction (<1) or row count.")
     test_size: float = _f(0.15, "Test split made from train when none is given: fraction (<1) or row count.")

@@ -63,6 +63,10 @@ def _refuse_words(ds: Dataset, cfg, split: str) -> None:
     if cfg.text_column not in ds.column_names and words in ds.column_names and tags in ds.column_names:
         raise DistilTuneError(f"the {split} data holds words and tags per row ('{words}', '{tags}'), not a text and a label",
                               "set task_type: token_classification (named-entity recognition)")
+    q, c = getattr(cfg, "question_column", "question"), getattr(cfg, "context_column", "context")
+    if cfg.text_column not in ds.column_names and q in ds.column_names and c in ds.column_names:
+        raise DistilTuneError(f"the {split} data holds questions and contexts per row ('{q}', '{c}'), not a text and a label",
+                              "set task_type: question_answering (extractive QA)")
 
 
 def _label_space(train: Dataset, cfg) -> tuple[str, list[str] | None]:

@@ -71,9 +71,16 @@ def _load_sources(cfg, read=None) -> tuple[DatasetDict, Dataset | None]:
 
         folder = conll2003_dir()
         splits.update({split: read_conll(str(folder / f"{split}.txt")) for split in ("train", "validation", "test")})
+    elif cfg.dataset_name == "demo:squad":  # SQuAD v1.1 (task_type: question_answering); dev is the test split
+        from ..assets import squad_dir
+        from .squad import read_squad
+
+        folder = squad_dir()
+        splits.update(train=read_squad(str(folder / "train-v1.1.json")), test=read_squad(str(folder / "dev-v1.1.json")))
     elif cfg.dataset_name and cfg.dataset_name.startswith("demo:"):
         if cfg.dataset_name != "demo:rotten_tomatoes":
-            raise DistilTuneError(f"unknown demo dataset '{cfg.dataset_name}'", "use demo:rotten_tomatoes or demo:conll2003")
+            raise DistilTuneError(f"unknown demo dataset '{cfg.dataset_name}'",
+                                  "use demo:rotten_tomatoes, demo:conll2003 or demo:squad")
         from ..assets import load_rotten_tomatoes
 
         ds = Dataset.from_pandas(load_rotten_tomatoes(), preserve_index=False)

@@ -102,7 +102,14 @@ def forward(model: nn.Module, inputs: dict, hidden_states: bool = False, attenti
                               "name its submodules instead: student_modules / teacher_modules in the loss entry")
     with FeatureCapture(hook_model, modules or [], role) as cap:
         out = model(**kwargs)
-    logits = out if isinstance(out, torch.Tensor) else out.logits
+    if isinstance(out, torch.Tensor):
+        logits = out
+    elif getattr(out, "logits", None) is None and getattr(out, "start_logits", None) is not None:
+        from .spans import stacked  # a span head (extractive QA): start and end as one (batch, 2, length) tensor
+
+        logits = stacked(out)
+    else:
+        logits = out.logits
     atts = getattr(out, "attentions", None) if attentions else None
     if attentions and not atts:
         impl = getattr(getattr(model, "config", None), "_attn_implementation", "?")

@@ -93,6 +93,8 @@ def check_labels(path: str, name: str, label_names: list[str] | None, role: str,
         raise DistilTuneError(f"the {role} '{name}' is {wrong} ({config.architectures[0]}), but this task needs "
                               f"{other[head]}", f"give a {other[head]} or its base model (a new head is trained), "
                               "or set task_type to the model's task")
+    if head == "ForQuestionAnswering":  # a start and an end per token: no label set to match
+        return has_head
     if has_head:
         ckpt_names = [config.id2label[i] for i in sorted(config.id2label)] if config.id2label else []
         if len(ckpt_names) != want["num_labels"]:
@@ -122,7 +124,7 @@ def load_classifier(name: str, label_names: list[str] | None, role: str, auto=No
     """
     path = resolve_path(name)
     has_head = check_labels(path, name, label_names, role, head)
-    want = label_maps(label_names)
+    want = {} if head == "ForQuestionAnswering" else label_maps(label_names)
     try:
         model, info = (auto or AutoModelForSequenceClassification).from_pretrained(
             path, **want, ignore_mismatched_sizes=False, output_loading_info=True)
@@ -130,7 +132,7 @@ def load_classifier(name: str, label_names: list[str] | None, role: str, auto=No
         raise DistilTuneError(f"could not load the {role} '{name}' as a classifier: {str(e).splitlines()[0][:160]}",
                               "use an encoder model (BERT, RoBERTa, MPNet, DistilBERT, ...) or a folder saved by distiltune") from None
     missing = info.get("missing_keys", [])
-    head_trained = has_head and not any("classifier" in k or "score" in k for k in missing)
+    head_trained = has_head and not any("classifier" in k or "score" in k or "qa_outputs" in k for k in missing)
     return model, head_trained
 
 

@@ -138,3 +138,33 @@ def predict_word_logits(model, padder, ds: Dataset, batch_size: int = 64, bf16: 
             shift = n - len(cols["input_ids"][i]) if left else 0
             out[i] = logits[j, np.asarray(words[i], dtype=np.int64) + shift]
     return out
+
+
+@torch.inference_mode()
+def predict_span_logits(model, padder, ds: Dataset, batch_size: int = 64, bf16: bool = False,
+                        desc: str = "predicting", prefix: str = "", progress: bool = True) -> list[np.ndarray]:
+    """Start and end logits of every window of ``ds`` (columns ``{prefix}input_ids`` ...), in row
+    order: one (2, length) array per window, its own length (right padding cut off)."""
+    from .spans import stacked
+
+    model.eval()
+    device = model.device if isinstance(getattr(model, "device", None), torch.device) else next(model.parameters()).device
+    order = np.argsort(-np.asarray(ds[f"{prefix}length"]), kind="stable")
+    keys = [k for k in MODEL_KEYS if f"{prefix}{k}" in ds.column_names]
+    table = ds.select_columns([f"{prefix}{k}" for k in keys])[:]
+    cols = {k: table[f"{prefix}{k}"] for k in keys}
+    out: list = [None] * len(ds)
+    for start in tqdm(range(0, len(order), batch_size), desc=desc, leave=False, disable=not progress):
+        idx = order[start:start + batch_size]
+        rows = [{k: cols[k][i] for k in keys} for i in idx]
+        batch = {k: v.to(device) for k, v in padder.tokenizer_pad(rows, prefix).items()}
+        with _autocast(bf16, device):
+            res = model(**batch)
+        if isinstance(res, torch.Tensor):
+            logits = res
+        else:
+            logits = stacked(res) if getattr(res, "start_logits", None) is not None else res.logits
+        logits = logits.float().cpu().numpy()
+        for j, i in enumerate(idx):
+            out[i] = logits[j, :, :len(cols["input_ids"][i])]
+    return out

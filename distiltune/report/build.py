@@ -13,7 +13,8 @@ KEYS = ("metric", "params", "size_mb", "latency_ms_p50", "latency_ms_p95", "thro
 
 
 def model_card(name: str, how: str, cfg, data, pipeline_tag: str = "text-classification") -> str:
-    labels = ", ".join(data.label_names) if data.label_names else "regression"
+    labels = (", ".join(data.label_names) if data.label_names else
+              "answer spans of the context" if data.task_type == "question_answering" else "regression")
     use = (f"```python\nfrom transformers import pipeline\nclf = pipeline('{pipeline_tag}', model='<this folder>')\n```\n"
            if pipeline_tag else "")
     columns = f"- Text columns: {', '.join(data.text_columns)}; max length {cfg.max_length} tokens.\n" if pipeline_tag else \
@@ -40,18 +41,20 @@ def _ratio(a, b):
 
 # every task's metrics (f1_<type> keys too: per entity type for token classification)
 METRIC_KEYS = ("accuracy", "f1", "matthews", "pearson", "spearman", "mse", "entity_f1", "entity_precision",
-               "entity_recall", "token_accuracy")
+               "entity_recall", "token_accuracy", "exact_match")
+# and per entity type (f1_<TYPE>) for token classification, per answer length (em_len_* / f1_len_*) for QA
+METRIC_PREFIXES = ("f1_", "em_len_")
 
 
 def build_report(cfg, data, results: dict, timings: dict) -> dict:
     models = {name: {k: r.get(k) for k in KEYS} | {
-        "metrics": {k: r[k] for k in r if k in METRIC_KEYS or k.startswith("f1_")},
+        "metrics": {k: r[k] for k in r if k in METRIC_KEYS or k.startswith(METRIC_PREFIXES)},
         "path": r.get("path")} | {k: r[k] for k in ("agreement", "max_abs_logit_diff") if k in r}
         for name, r in results.items()}
     t, s, b = results.get("teacher"), results.get("student"), results.get("baseline_student")
     report = {
         "task": data.task_type + (f" ({len(data.label_names)} {'tags' if data.task_type == 'token_classification' else 'classes'})"
-                                  if data.label_names else ""),
+                                  if data.label_names else " (answer spans)" if data.task_type == "question_answering" else ""),
         "metric": data.metric, "strategy": cfg.strategy, "models": models,
         "retention": _ratio(s and s["metric"], t and t["metric"]),
         "speedup": _ratio(t and t["latency_ms_p50"], s and s["latency_ms_p50"]),

@@ -134,7 +134,8 @@ def read_histories(logs_dir: str | None) -> dict[str, list[dict]]:
 
 def _per_type(models: dict, path: str) -> bool:
     """Grouped bars of F1 per entity type (``f1_<type>`` metrics), one bar per model."""
-    kinds = sorted({k[3:] for r in models.values() for k in r.get("metrics", {}) if k.startswith("f1_")})
+    kinds = sorted({k[3:] for r in models.values() for k in r.get("metrics", {})
+                    if k.startswith("f1_") and not k.startswith("f1_len_")})
     names = [n for n, r in models.items() if any(f"f1_{k}" in r.get("metrics", {}) for k in kinds)]
     if not kinds or not names:
         return False
@@ -149,6 +150,31 @@ def _per_type(models: dict, path: str) -> bool:
     ax.set_ylim(0, 1.05)
     ax.set_title("F1 per entity type")
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return True
+
+
+def _by_length(models: dict, path: str) -> bool:
+    """Extractive QA: exact match and F1 by the gold answer's length in words, one line per model."""
+    buckets = []  # in the order the metric gives them (shortest answers first)
+    for r in models.values():
+        buckets += [k[7:] for k in r.get("metrics", {}) if k.startswith("f1_len_") and k[7:] not in buckets]
+    names = [n for n, r in models.items() if any(f"f1_len_{b}" in r.get("metrics", {}) for b in buckets)]
+    if not buckets or not names:
+        return False
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), dpi=110, sharey=True)
+    for ax, (key, title) in zip(axes, (("em_len_", "exact match"), ("f1_len_", "F1"))):
+        for name in names:
+            vals = [models[name]["metrics"].get(f"{key}{b}", np.nan) for b in buckets]
+            ax.plot(range(len(buckets)), vals, marker="o", label=name)
+        ax.set_xticks(range(len(buckets)), buckets)
+        ax.set_xlabel("gold answer length (words)")
+        ax.set_title(f"test {title} by answer length")
+        ax.set_ylim(0, 1.05)
+    axes[0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -178,6 +204,9 @@ def write_plots(out: str, report: dict, results: dict, labels: np.ndarray | None
     per_type = os.path.join(PLOT_DIR, "f1_per_type.png")
     if _per_type(models, os.path.join(out, per_type)):
         written["f1_per_type"] = per_type
+    by_length = os.path.join(PLOT_DIR, "by_answer_length.png")
+    if _by_length(models, os.path.join(out, by_length)):
+        written["by_answer_length"] = by_length
     student = next((n for n in ("student", *results) if n in results and "_logits" in results[n]), None)
     if label_names and labels is not None and student is not None:
         pred = np.asarray(results[student]["_logits"]).argmax(-1)

@@ -1,27 +1,28 @@
 """Tasks: what differs between one kind of model-and-data and another (see ``base.Task``).
 
-Text classification/regression and token classification (NER) on transformers, and any ``nn.Module``
-classifier; the stages
-never branch on which one runs.
+Text classification/regression, token classification (NER) and extractive question answering on
+transformers, and any ``nn.Module`` classifier; the stages never branch on which one runs.
 """
 from ..errors import DistilTuneError
 from ..models.factories import is_factory
 from .base import Loaded, Task
 from .module_classification import ModuleClassification
 from .text_classification import TextClassification
+from .question_answering import QuestionAnswering
 from .token_classification import TokenClassification
 
-TASKS = {t.name: t for t in (TextClassification, TokenClassification, ModuleClassification)}
+TASKS = {t.name: t for t in (TextClassification, TokenClassification, QuestionAnswering, ModuleClassification)}
+WORD_AND_SPAN_TASKS = {"token_classification": TokenClassification, "question_answering": QuestionAnswering}
 
 
 def task_class(cfg) -> type[Task]:
     """Text transformers (one label per text, or per word for task_type token_classification), or any
     nn.Module when the config names an input column."""
-    if cfg.task_type == "token_classification":
+    if cfg.task_type in WORD_AND_SPAN_TASKS:
         if cfg.input_column:
-            raise DistilTuneError("task_type token_classification reads words, but input_column names a tensor column",
-                                  "remove input_column (token classification runs on transformers models)")
-        return TokenClassification
+            raise DistilTuneError(f"task_type {cfg.task_type} reads text, but input_column names a tensor column",
+                                  f"remove input_column ({cfg.task_type} runs on transformers models)")
+        return WORD_AND_SPAN_TASKS[cfg.task_type]
     if cfg.input_column:
         return ModuleClassification
     for role in ("teacher", "student"):
@@ -32,4 +33,5 @@ def task_class(cfg) -> type[Task]:
     return TextClassification
 
 
-__all__ = ["Loaded", "ModuleClassification", "TASKS", "Task", "TextClassification", "TokenClassification", "task_class"]
+__all__ = ["Loaded", "ModuleClassification", "QuestionAnswering", "TASKS", "Task", "TextClassification",
+           "TokenClassification", "task_class"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import re
 import string
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -113,3 +114,62 @@ def move_distribution(probs: np.ndarray, source_offsets: list, target_offsets: l
         else:
             out[j] += p
     return out, float(lost)
+
+
+# ---- post-processing: window logits -> one answer per question -> SQuAD scores ----
+
+@dataclass
+class SpanLabels:
+    """What scoring a set of windows needs, window by window: the question each belongs to, its
+    tokens' character spans (None outside the context), and per question the context and gold answers."""
+
+    example: np.ndarray            # (windows,) question index
+    offsets: list                  # per window: [(start, end) or None] per token
+    contexts: dict                 # question index -> context
+    golds: dict                    # question index -> gold answer texts
+    max_answer_length: int = 30
+
+    @property
+    def n_windows(self) -> int:
+        return len(self.example)
+
+
+def window_logits(predictions, i: int) -> tuple[np.ndarray, np.ndarray]:
+    """Window i's start and end logits from (windows, 2, L) arrays, a list of (2, L_i) arrays, or the
+    Trainer's (starts, ends) pair."""
+    if isinstance(predictions, tuple):
+        return np.asarray(predictions[0][i]), np.asarray(predictions[1][i])
+    p = predictions[i]
+    return np.asarray(p[0]), np.asarray(p[1])
+
+
+def answers(predictions, labels: SpanLabels) -> dict[int, str]:
+    """The best answer text of each question over all its windows ('' when no valid span)."""
+    by_question: dict[int, list] = collections.defaultdict(list)
+    for i, q in enumerate(labels.example):
+        s, e = window_logits(predictions, i)
+        n = len(labels.offsets[i])
+        by_question[int(q)].append((s[:n], e[:n], labels.offsets[i]))
+    out = {}
+    for q, windows in by_question.items():
+        best = best_span(windows, labels.max_answer_length)
+        out[q] = labels.contexts[q][best[0]:best[1]] if best else ""
+    return out
+
+
+LENGTH_BUCKETS = ((1, 1, "1"), (2, 2, "2"), (3, 3, "3"), (4, 5, "4-5"), (6, 10**9, "6+"))
+
+
+def span_metrics(predictions, labels: SpanLabels) -> dict[str, float]:
+    """SQuAD v1.1 exact match and F1 as fractions, and both by the gold answer's length in words
+    (``em_len_<bucket>`` / ``f1_len_<bucket>``, the first gold answer's word count)."""
+    texts = answers(predictions, labels)
+    qs = sorted(texts)
+    scores = squad_scores([texts[q] for q in qs], [labels.golds[q] for q in qs])
+    out = {"exact_match": scores["exact_match"] / 100, "f1": scores["f1"] / 100}
+    for lo, hi, name in LENGTH_BUCKETS:
+        pick = [q for q in qs if lo <= len(labels.golds[q][0].split()) <= hi]
+        if pick:
+            s = squad_scores([texts[q] for q in pick], [labels.golds[q] for q in pick])
+            out[f"em_len_{name}"], out[f"f1_len_{name}"] = s["exact_match"] / 100, s["f1"] / 100
+    return out

@@ -75,7 +75,8 @@ class TextClassification(Task):
                 raise token_terms_error(objective)
 
         def weightless(name):
-            conf = AutoConfig.from_pretrained(M.resolve_path(name), **M.label_maps(self.data.label_names))
+            labels = {} if self.head == "ForQuestionAnswering" else M.label_maps(self.data.label_names)
+            conf = AutoConfig.from_pretrained(M.resolve_path(name), **labels)
             with torch.device("meta"):
                 return self.auto_class().from_config(conf)
 

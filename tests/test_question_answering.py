@@ -1,0 +1,263 @@
+"""Extractive QA: windows over long contexts and the best span over them, start/end distributions
+moved between tokenizers through characters (mass conserved, equal to a direct computation), SQuAD
+files and refused data, and a run in which the distilled tiny student beats its baseline."""
+import json
+import os
+import random
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers import BertConfig, BertForQuestionAnswering, BertTokenizerFast
+
+from conftest import SPECIAL
+from distiltune.cli import main
+
+PER = [f"per{i}" for i in range(8)]
+LOC = [f"loc{i}" for i in range(8)]
+FILL = [f"w{i}" for i in range(20)]
+QUESTION = ["who", "where", "is", "the"]
+SUFFIX = ["jr", "city"]
+WORDS = PER + LOC + FILL + QUESTION + SUFFIX
+
+
+def word_tokenizer(path) -> BertTokenizerFast:
+    """One token per word."""
+    os.makedirs(path, exist_ok=True)
+    tok = BertTokenizerFast(vocab={w: i for i, w in enumerate(SPECIAL + WORDS)}, do_lower_case=True)
+    tok.save_pretrained(path)
+    return tok
+
+
+def piece_tokenizer(path) -> BertTokenizerFast:
+    """Another vocabulary: numbered words split into a stem and a digit ("per3" -> per ##3)."""
+    os.makedirs(path, exist_ok=True)
+    pieces = ["per", "loc", "w", "j", "##r", "ci", "##ty", *QUESTION] + [f"##{i}" for i in range(20)]
+    tok = BertTokenizerFast(vocab={w: i for i, w in enumerate(SPECIAL + pieces)}, do_lower_case=True)
+    assert tok.tokenize("who per3 w12 jr city") == ["who", "per", "##3", "w", "##12", "j", "##r", "ci", "##ty"]
+    tok.save_pretrained(path)
+    return tok
+
+
+def tiny_reader(path, tok, hidden, layers, seed):
+    torch.manual_seed(seed)
+    cfg = BertConfig(vocab_size=len(tok), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
+                     intermediate_size=hidden * 2, max_position_embeddings=128)
+    BertForQuestionAnswering(cfg).save_pretrained(path)
+    return str(path)
+
+
+def make_questions(n: int, seed: int, words: tuple[int, int] = (6, 20)) -> list[dict]:
+    """A context of filler words holding a person and a place (each one word, or two with a suffix);
+    'who' asks for the person, 'where' for the place."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        ctx = rng.choices(FILL, k=rng.randint(*words))
+        ents = {}
+        for kind, pool, suffix in (("PER", PER, "jr"), ("LOC", LOC, "city")):
+            ent = [rng.choice(pool)] + ([suffix] if rng.random() < 0.4 else [])
+            at = rng.randint(0, len(ctx))
+            while any(at > a and at < a + len(e) for a, e in ents.values()):
+                at = rng.randint(0, len(ctx))
+            for k, (a, e) in list(ents.items()):
+                if a >= at:
+                    ents[k] = (a + len(ent), e)
+            ctx[at:at] = ent
+            ents[kind] = (at, ent)
+        kind = rng.choice(["PER", "LOC"])
+        at, ent = ents[kind]
+        start = len(" ".join(ctx[:at])) + (1 if at else 0)
+        text = " ".join(ent)
+        context = " ".join(ctx)
+        assert context[start:start + len(text)] == text
+        rows.append({"id": f"q{seed}-{i}", "question": ("who is" if kind == "PER" else "where is") + " the",
+                     "context": context, "answers": {"text": [text], "answer_start": [start]}})
+    return rows
+
+
+def write_jsonl(path, rows):
+    with open(path, "w") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def qa(tmp_path_factory):
+    d = tmp_path_factory.mktemp("qa")
+    files = {split: write_jsonl(d / f"{split}.jsonl", make_questions(n, seed))
+             for split, n, seed in (("train", 600, 1), ("validation", 50, 2), ("test", 200, 3))}
+    teacher = tiny_reader(d / "teacher", word_tokenizer(d / "teacher"), 64, 2, seed=1)
+    student = tiny_reader(d / "student", piece_tokenizer(d / "student"), 32, 1, seed=2)
+    return {"files": files, "teacher": teacher, "student": student, "dir": d}
+
+
+def args(qa, out, *extra):
+    f = qa["files"]
+    return ["--task_type", "question_answering", "--train_file", f["train"], "--validation_file", f["validation"],
+            "--test_file", f["test"], "--teacher", qa["teacher"], "--student", qa["student"], "--output_dir", str(out),
+            "--max_length", "24", "--doc_stride", "8", "--latency_samples", "3", "--seed", "0",
+            "--mixed_precision", "no", "--report_to", "none", *extra]
+
+
+# ---- unit ----
+
+def windows_of(rows, tok, length, stride):
+    from datasets import Dataset
+
+    from distiltune.data.qa_data import _rows
+    from distiltune.data.windows import encode_windows
+
+    class Cfg:
+        question_column, context_column, answers_column = "question", "context", "answers"
+
+    ds = _rows(Dataset.from_list(rows), Cfg, "test", answered=True)
+    return encode_windows(ds, tok, "question", "context", length, stride)
+
+
+def test_windows_overlap_and_label_the_answer_or_no_answer(tmp_path):
+    tok = word_tokenizer(tmp_path / "t")
+    ctx = " ".join(f"w{i}" for i in range(14)) + " per3 jr " + " ".join(f"w{i}" for i in range(6))
+    start = ctx.index("per3")
+    rows = [{"id": "a", "question": "who is", "context": ctx, "answers": {"text": ["per3 jr"], "answer_start": [start]}}]
+    win = windows_of(rows, tok, length=12, stride=3)  # [CLS] who is [SEP] + 7 context words + [SEP]
+    assert len(win) == 5 and set(win["example"]) == {0}  # 22 words, 7 a window, 4 new ones each
+    spans = [[ctx[a:b] for a, b in zip(s, e) if a >= 0] for s, e in zip(win["offset_start"], win["offset_end"])]
+    for before, after in zip(spans, spans[1:]):
+        assert before[-3:] == after[:3]  # doc_stride tokens shared by consecutive windows
+    for w in range(len(win)):
+        s, e = win["labels"][w]
+        if "per3" in spans[w] and "jr" in spans[w]:
+            assert ctx[win["offset_start"][w][s]:win["offset_end"][w][e]] == "per3 jr"
+        else:
+            assert (s, e) == (0, 0)  # the answer is not (wholly) in this window: [CLS]
+        assert win["span_mask"][w][0] == 1 and win["span_mask"][w][1:4] == [0, 0, 0]  # [CLS] yes, question no
+
+
+def test_best_span_over_windows_recovers_the_answer_from_its_windows(tmp_path):
+    """Logits that point at the gold tokens of the one window holding the answer (and at [CLS] in the
+    others) give back the exact answer text; scores are SQuAD's."""
+    from distiltune.tasks.qa_spans import SpanLabels, span_metrics
+
+    tok = piece_tokenizer(tmp_path / "p")
+    rows = make_questions(6, seed=4, words=(15, 25))
+    win = windows_of(rows, tok, length=16, stride=4)
+    assert len(win) > len(rows)  # long contexts: several windows each
+    n = max(len(x) for x in win["input_ids"])
+    logits = np.full((len(win), 2, n), -5.0, dtype=np.float32)
+    for w, (s, e) in enumerate(win["labels"]):
+        logits[w, 0, s] = logits[w, 1, e] = 5.0 if s else 1.0  # a real span beats "no answer" scores
+    offsets = [[(a, b) if a >= 0 else None for a, b in zip(s, e)] for s, e in zip(win["offset_start"], win["offset_end"])]
+    labels = SpanLabels(np.asarray(win["example"]), offsets, {i: r["context"] for i, r in enumerate(rows)},
+                        {i: r["answers"]["text"] for i, r in enumerate(rows)})
+    m = span_metrics(logits, labels)
+    assert m["exact_match"] == 1.0 and m["f1"] == 1.0
+    logits[:, 1] = np.roll(logits[:, 1], 1, axis=-1)  # every end one token later: still the span, never EM
+    assert span_metrics(logits, labels)["exact_match"] < 1.0
+
+
+def test_position_map_follows_move_distribution_and_conserves_mass():
+    from distiltune.data.windows import position_map
+    from distiltune.tasks.qa_spans import move_distribution
+
+    source = [None, (0, 4), (5, 7), (7, 9), (10, 14), None]   # "per3 w1 2 jr.." style spans
+    target = [None, (0, 3), (3, 4), (5, 9), (10, 12), (12, 14), None]
+    probs = np.array([0.1, 0.3, 0.2, 0.1, 0.25, 0.05])
+    for side in ("start", "end"):
+        m = position_map(source, target, side)
+        moved, lost = move_distribution(probs, source, target, side)
+        ref = np.zeros(len(target))
+        for k, j in enumerate(m):
+            if j >= 0:
+                ref[j] += probs[k]
+        assert np.allclose(ref, moved)
+        assert moved.sum() + lost == pytest.approx(1.0)
+    assert list(position_map(source, target, "start")) == [-1, 1, 3, 3, 4, -1]
+    assert list(position_map(source, target, "end")) == [-1, 2, 3, 3, 5, -1]
+
+
+def test_moved_teacher_distribution_is_exact_at_any_temperature():
+    """softmax(moved / T) is the teacher's softened distribution with each token's mass moved whole."""
+    from distiltune.models.spans import moved_to_student
+
+    torch.manual_seed(0)
+    logits = torch.randn(1, 2, 6)
+    where = torch.tensor([[0, 1, 1, 2, -1, 3], [0, 2, 2, 2, -1, 3]])  # several teacher tokens on one student token
+    t4 = torch.cat([logits, (where + 1).float()[None]], dim=1)
+    for temp in (1.0, 2.0, 4.0):
+        got = torch.softmax(moved_to_student(t4, 5, temp) / temp, dim=-1)
+        for side in range(2):
+            keep = where[side] >= 0
+            p = torch.softmax(logits[0, side][keep] / temp, -1)
+            want = torch.zeros(5).index_add_(0, where[side][keep], p)
+            assert torch.allclose(got[0, side], want, atol=1e-6), (temp, side)
+            assert got[0, side].sum().item() == pytest.approx(1.0, abs=1e-6)
+
+
+def test_span_kd_across_tokenizers_equals_direct_computation(qa):
+    """The kd term on a collated batch, teacher live on its own tokens of each student window, against
+    KD computed by hand: the teacher's softened start/end distribution moved through characters."""
+    from distiltune.data.windows import SpanCollator, encode_teacher_windows
+    from distiltune.losses import build_term
+    from distiltune.training.forward import forward_all
+
+    t_tok, s_tok = BertTokenizerFast.from_pretrained(qa["teacher"]), BertTokenizerFast.from_pretrained(qa["student"])
+    teacher = BertForQuestionAnswering.from_pretrained(qa["teacher"]).eval()
+    student = BertForQuestionAnswering.from_pretrained(qa["student"]).eval()
+    win = encode_teacher_windows(windows_of(make_questions(3, seed=9, words=(10, 14)), s_tok, 20, 6), t_tok,
+                                 "question", "context", 64)
+    batch = SpanCollator(s_tok, t_tok)([win[i] for i in range(len(win))])
+    term = build_term("kd")
+    s_out, t_out, info = forward_all(student, teacher, dict(batch), [term], temperature=2.0)
+    got = term(s_out, t_out, info | {"temperature": 2.0})
+
+    per = []
+    for i in range(len(win)):
+        r = win[i]
+        s = student(input_ids=torch.tensor([r["input_ids"]]), token_type_ids=torch.tensor([r["token_type_ids"]]))
+        t = teacher(input_ids=torch.tensor([r["teacher_input_ids"]]), token_type_ids=torch.tensor([r["teacher_token_type_ids"]]))
+        allowed = torch.tensor(r["span_mask"]).bool()
+        for side, (s_l, t_l, m) in enumerate(((s.start_logits[0], t.start_logits[0], r["teacher_start_map"]),
+                                              (s.end_logits[0], t.end_logits[0], r["teacher_end_map"]))):
+            m = torch.tensor(m)
+            keep = m >= 0
+            p = torch.zeros(len(r["input_ids"])).index_add_(0, m[keep], torch.softmax(t_l[keep] / 2.0, -1))
+            log_q = F.log_softmax(s_l.masked_fill(~allowed, -1e4) / 2.0, -1)
+            on = p > 0
+            per.append((p[on] * (p[on].log() - log_q[on])).sum() * 4.0)
+        assert np.all(np.asarray(r["teacher_start_map"])[np.asarray(r["teacher_start_map"]) >= 0] < len(r["input_ids"]))
+    want = torch.stack(per).mean()
+    assert got.item() == pytest.approx(want.item(), rel=1e-5)
+
+
+# ---- e2e ----
+
+@pytest.fixture(scope="module")
+def qa_run(qa, tmp_path_factory):
+    """The teacher fine-tuned on 600 questions; the student and its baseline have 40 of them, the
+    student also the other 560 through the teacher (its own tokenizer, moved through characters)."""
+    taught = tmp_path_factory.mktemp("qa_teacher")
+    code = main(["finetune", *args(dict(qa, student=qa["teacher"]), taught, "--num_train_epochs", "4", "--max_length", "48",
+                                   "--learning_rate", "3e-3", "--per_device_train_batch_size", "16")])
+    assert code == 0
+    out = tmp_path_factory.mktemp("qa_run")
+    code = main(["run", *args(dict(qa, teacher=str(taught / "student")), out, "--num_labeled", "40", "--num_train_epochs", "4",
+                              "--learning_rate", "3e-3", "--per_device_train_batch_size", "16", "--final_finetune_epochs", "1")])
+    assert code == 0
+    return out
+
+
+def test_distilled_reader_beats_its_baseline_across_tokenizers(qa_run):
+    report = json.loads((qa_run / "report.json").read_text())
+    m = report["models"]
+    assert report["metric"] == "f1"
+    assert m["teacher"]["metric"] >= 0.9, m["teacher"]
+    assert m["student"]["metric"] >= m["baseline_student"]["metric"] + 0.05, {k: v["metric"] for k, v in m.items()}
+    assert {"exact_match", "f1_len_1", "em_len_2"} <= set(m["student"]["metrics"])
+    assert m["student"]["metrics"]["exact_match"] <= m["student"]["metrics"]["f1"]
+    assert report["task"] == "question_answering (answer spans)"
+    assert report["plots"]["by_answer_length"] == os.path.join("plots", "by_answer_length.png")
+    assert (qa_run / "plots" / "by_answer_length.png").is_file()
+    assert "f1_per_type" not in report["plots"]  # answer-length buckets are not entity types
