@@ -232,6 +232,92 @@ def test_span_kd_across_tokenizers_equals_direct_computation(qa):
     assert got.item() == pytest.approx(want.item(), rel=1e-5)
 
 
+def errors(capsys) -> list[str]:
+    return [line for line in capsys.readouterr().err.splitlines() if line.startswith("distiltune: error:")]
+
+
+@pytest.mark.parametrize("case", ["misplaced", "stride", "no_context", "not_squad", "unanswered"])
+def test_bad_qa_input_is_one_line_and_writes_nothing(qa, tmp_path, capsys, case):
+    d = tmp_path / "data"
+    d.mkdir()
+    test = make_questions(20, seed=5)
+    extra = []
+    if case == "misplaced":
+        for r in test[:3]:
+            r["answers"]["answer_start"][0] += 1
+    elif case == "stride":
+        extra = ["--doc_stride", "24"]
+    elif case == "no_context":
+        test = [{k: v for k, v in r.items() if k != "context"} | {"passage": r["context"]} for r in test]
+    elif case == "not_squad":
+        test[1]["answers"] = "per3"
+    else:
+        test[2]["answers"] = {"text": [], "answer_start": []}
+    qa = dict(qa, files=dict(qa["files"], test=write_jsonl(d / "test.jsonl", test)))
+    out = tmp_path / "out"
+    assert main(["run", *args(qa, out, *extra)]) == 2
+    err = errors(capsys)
+    want = {"misplaced": "3 answers in the test data are not at their answer_start",
+            "stride": "doc_stride=24 is not below max_length=24", "no_context": "column 'context' is missing",
+            "not_squad": "not SQuAD's {'text': [...], 'answer_start': [...]}",
+            "unanswered": "1 questions of the test data have no answer"}[case]
+    assert len(err) == 1 and want in err[0] and "fix:" in err[0], err
+    assert not out.exists()
+
+
+def test_qa_rows_without_the_task_type_and_models_of_the_other_task_are_refused(qa, tmp_path, capsys):
+    from test_token_classification import piece_tokenizer as tagger_tokenizer
+    from test_token_classification import tiny_tagger
+
+    out = tmp_path / "out"
+    no_task = [a for a in args(qa, out) if a not in ("--task_type", "question_answering")]
+    assert main(["run", *no_task]) == 2
+    err = errors(capsys)
+    assert len(err) == 1 and "holds questions and contexts per row" in err[0] and "task_type: question_answering" in err[0]
+    tagger = tiny_tagger(tmp_path / "tagger", tagger_tokenizer(tmp_path / "tagger"), 32, 1, seed=0)
+    assert main(["run", *args(dict(qa, teacher=tagger), out)]) == 2
+    err = errors(capsys)
+    assert len(err) == 1 and "is a token classifier (BertForTokenClassification), but this task needs a " \
+        "question-answering model" in err[0], err
+    from test_token_classification import make_sentences
+    from test_token_classification import write_jsonl as write_words
+
+    words = {s: write_words(tmp_path / f"{s}.jsonl", make_sentences(30, i)) for i, s in enumerate(("train", "validation", "test"))}
+    ner = ["run", "--task_type", "token_classification", "--train_file", words["train"], "--validation_file",
+           words["validation"], "--test_file", words["test"], "--teacher", qa["teacher"], "--student", tagger,
+           "--output_dir", str(out), "--report_to", "none"]
+    assert main(ner) == 2
+    err = errors(capsys)
+    assert len(err) == 1 and "is a question-answering model (BertForQuestionAnswering), but this task needs a " \
+        "token classifier" in err[0], err
+    assert not out.exists()
+
+
+def test_squad_json_and_its_unittest_file_are_read(tmp_path):
+    """The official layout (data -> paragraphs -> qas) as rows; the 10-question file shipped with the
+    SQuAD package when it is in the cache (fetched by demo:squad)."""
+    from distiltune.data.qa_data import _read_qa
+
+    doc = {"version": "1.1", "data": [{"title": "t", "paragraphs": [{"context": "w1 per3 w2", "qas": [
+        {"id": "x", "question": "who is", "answers": [{"text": "per3", "answer_start": 3}]}]}]}]}
+    path = tmp_path / "squad.json"
+    path.write_text(json.dumps(doc))
+    ds = _read_qa(str(path), "train_file")
+    assert ds[0] == {"id": "x", "question": "who is", "context": "w1 per3 w2",
+                     "answers": {"text": ["per3"], "answer_start": [3]}}
+    lines = tmp_path / "rows.json"  # JSON lines under a .json name: the table reader
+    lines.write_text("\n".join(json.dumps(r) for r in make_questions(3, seed=1)))
+    assert len(_read_qa(str(lines), "train_file")) == 3
+    from distiltune.assets import cache_dir
+
+    shipped = cache_dir() / "squad" / "unittest-squad.json"
+    if shipped.is_file():
+        from distiltune.data.qa_data import misplaced_answers
+
+        rows = _read_qa(str(shipped), "test_file")
+        assert len(rows) == 10 and misplaced_answers(rows) == 0
+
+
 # ---- e2e ----
 
 @pytest.fixture(scope="module")
@@ -244,7 +330,8 @@ def qa_run(qa, tmp_path_factory):
     assert code == 0
     out = tmp_path_factory.mktemp("qa_run")
     code = main(["run", *args(dict(qa, teacher=str(taught / "student")), out, "--num_labeled", "40", "--num_train_epochs", "4",
-                              "--learning_rate", "3e-3", "--per_device_train_batch_size", "16", "--final_finetune_epochs", "1")])
+                              "--learning_rate", "3e-3", "--per_device_train_batch_size", "16", "--final_finetune_epochs", "1",
+                              "--export", json.dumps({"format": "onnx", "quantize": "int8", "min_agreement_int8": 0.5}))])
     assert code == 0
     return out
 
@@ -261,3 +348,42 @@ def test_distilled_reader_beats_its_baseline_across_tokenizers(qa_run):
     assert report["plots"]["by_answer_length"] == os.path.join("plots", "by_answer_length.png")
     assert (qa_run / "plots" / "by_answer_length.png").is_file()
     assert "f1_per_type" not in report["plots"]  # answer-length buckets are not entity types
+
+
+def test_saved_reader_loads_with_transformers_auto_classes(qa_run):
+    """transformers 5 removed the question-answering pipeline; the folder loads with its auto classes
+    (and the model card says so)."""
+    from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+
+    teacher = json.loads((qa_run / "report.json").read_text())["models"]["teacher"]["path"]
+    model, tok = AutoModelForQuestionAnswering.from_pretrained(teacher), AutoTokenizer.from_pretrained(teacher)
+    context = "w1 w2 per3 jr w4 loc5 w6"
+    enc = tok("who is the", context, return_tensors="pt", return_offsets_mapping=True)
+    offsets = enc.pop("offset_mapping")[0]
+    with torch.no_grad():
+        out = model(**enc)
+    start, end = int(out.start_logits[0].argmax()), int(out.end_logits[0].argmax())
+    assert context[offsets[start][0]:offsets[end][1]] == "per3 jr"
+    student = qa_run / "student"
+    assert AutoModelForQuestionAnswering.from_pretrained(str(student)).config.architectures == ["BertForQuestionAnswering"]
+    card = (student / "README.md").read_text()
+    assert "pipeline_tag: question-answering" in card and "AutoModelForQuestionAnswering" in card
+
+
+def test_exported_reader_agrees_and_predict_prints_the_answer_span(qa_run, capsys):
+    report = json.loads((qa_run / "report.json").read_text())
+    onnx = report["models"]["student_onnx"]
+    assert onnx["agreement"] >= 0.99 and onnx["metric"] == pytest.approx(report["models"]["student"]["metric"], abs=0.01)
+    assert "student_int8" in report["models"] and "agreement" in report["models"]["student_int8"]
+    meta = json.loads((qa_run / "student_onnx" / "distiltune_export.json").read_text())
+    assert meta["kind"] == "qa" and meta["doc_stride"] == 8 and meta["max_length"] == 24
+    teacher_export = qa_run / "teacher_onnx"  # the teacher knows the task well: its answers can be checked
+    teacher = report["models"]["teacher"]["path"]
+    assert main(["export", "--model", teacher, "--output-dir", str(teacher_export),
+                 "--config", str(qa_run / "config.yaml")]) == 0
+    capsys.readouterr()
+    context = "w1 w2 w3 per3 jr w4 w5 w6 w7 w8 w9 w10 w11 w12 w13 w14 w15 loc5 w16"  # longer than one window
+    assert main(["predict", "--model", str(teacher_export), "--json", f"who is the\t{context}",
+                 f"where is the\t{context}"]) == 0
+    found = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert [(f["answer"], context[f["start"]:f["end"]]) for f in found] == [("per3 jr", "per3 jr"), ("loc5", "loc5")], found

@@ -27,7 +27,7 @@ import torch
 from ..errors import DistilTuneError
 from .options import (FLOORS, FORMATS, OPSETS, OPTION_KEYS, QUANTIZE, ExportCheckFailed, check_options,  # noqa: F401
                       check_source, export_options, prepare_export_dir, require_runtime, variants)
-from .predict import META_FILE, ExportedModel
+from .predict import META_FILE, TEXT_KINDS, ExportedModel
 
 FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
 # Entry names in reports: same keys as the PyTorch models.
@@ -44,7 +44,10 @@ class _LogitsOf(torch.nn.Module):
         self.model, self.names = model, names
 
     def forward(self, *tensors):
-        return self.model(**dict(zip(self.names, tensors))).logits
+        out = self.model(**dict(zip(self.names, tensors)))
+        if getattr(out, "logits", None) is None and getattr(out, "start_logits", None) is not None:
+            return torch.stack([out.start_logits, out.end_logits], dim=1)  # a span head: (batch, 2, sequence)
+        return out.logits
 
 
 def model_inputs(model, keys) -> list[str]:
@@ -163,7 +166,7 @@ def write_export(folder: str, model, sample: dict[str, torch.Tensor], meta: dict
 
     def weights(tmp):
         what = f"{type(getattr(model, 'net', model)).__name__}"
-        to_onnx(model, sample, os.path.join(tmp, FILES["fp32"]), meta["kind"] in ("text", "words"), what, source, opset)
+        to_onnx(model, sample, os.path.join(tmp, FILES["fp32"]), meta["kind"] in TEXT_KINDS, what, source, opset)
         if quantize == "int8":
             meta["int8_method"] = quantize_int8(os.path.join(tmp, FILES["fp32"]), os.path.join(tmp, FILES["int8"]), calibration)
         if tokenizer is not None:
@@ -182,13 +185,15 @@ def write_export(folder: str, model, sample: dict[str, torch.Tensor], meta: dict
 
 
 def export_readme(meta: dict) -> str:
-    ex = {"text": '"a gorgeous, witty, seductive movie"', "words": '"Peter Blackburn flew to Brussels ."'}.get(
+    ex = {"text": '"a gorgeous, witty, seductive movie"', "words": '"Peter Blackburn flew to Brussels ."',
+          "qa": "$'Who flew to Brussels?\\tPeter Blackburn flew to Brussels .'"}.get(
         meta["kind"], "--input-file examples.npy")
     return (f"# {meta.get('name', 'model')} (ONNX)\n\nExported by distiltune from `{meta.get('source')}`.\n\n"
             f"- Files: {', '.join(f'`{f}` ({v})' for v, f in meta['files'].items())}"
             + (f"; int8: {meta['int8_method']}" if meta.get("int8_method") else "") + ".\n"
             f"- Inputs: {', '.join(meta['inputs'])} (dynamic batch axis"
-            + (", dynamic sequence axis" if meta["kind"] in ("text", "words") else "") + "); output: `logits`.\n"
+            + (", dynamic sequence axis" if meta["kind"] in TEXT_KINDS else "") + "); output: `logits`"
+            + (" (batch, 2, sequence): start and end logits per token" if meta["kind"] == "qa" else "") + ".\n"
             f"- Labels: {meta.get('label_names') or meta.get('task_type')}.\n\n"
             "```bash\n"
             f"python predict.py {ex}          # needs numpy, onnxruntime" + (", tokenizers" if meta["kind"] != "tensor" else "") +

@@ -8,6 +8,7 @@ distiltune, PyTorch or transformers installed::
     python predict.py --variant fp32 --json "text one" "text two"
     python predict.py --input-file images.npy                       # networks that read tensors
     python predict.py "Peter Blackburn flew to Brussels ."           # token classification: entities and spans
+    python predict.py $'Who flew to Brussels?\tPeter Blackburn flew to Brussels .'   # QA: question TAB context
 
 ``distiltune predict --model <export folder> ...`` runs the same code.
 """
@@ -21,6 +22,7 @@ import sys
 import numpy as np
 
 META_FILE = "distiltune_export.json"
+TEXT_KINDS = ("text", "words", "qa")  # models that read token ids: texts, words (NER), question + context (QA)
 
 
 class ExportedModel:
@@ -46,7 +48,7 @@ class ExportedModel:
                                             providers=["CPUExecutionProvider"])
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.tokenizer = None
-        if self.meta["kind"] in ("text", "words"):
+        if self.meta["kind"] in TEXT_KINDS:
             from tokenizers import Tokenizer
 
             m = self.meta
@@ -67,7 +69,7 @@ class ExportedModel:
 
     def logits(self, feed: dict) -> np.ndarray:
         """Logits for model inputs (numpy arrays, or anything ``np.asarray`` takes, e.g. CPU tensors)."""
-        cast = {k: np.asarray(feed[k], dtype=np.int64 if self.meta["kind"] in ("text", "words") else np.float32)
+        cast = {k: np.asarray(feed[k], dtype=np.int64 if self.meta["kind"] in TEXT_KINDS else np.float32)
                 for k in self.input_names}
         return self.session.run(None, cast)[0]
 
@@ -147,6 +149,49 @@ class ExportedModel:
         return out
 
 
+    def answers(self, pairs: list[tuple[str, str]]) -> list[dict]:
+        """Extractive QA: for each (question, context), the context cut into the windows the model was
+        trained on (max_length, sharing doc_stride tokens), and the best span over all of them: a
+        start and an end token of the context, end not before start, at most max_answer_length tokens,
+        scored by start logit + end logit. ``score`` is that span's start x end probability in its window."""
+        m = self.meta
+        self.tokenizer.no_padding()
+        self.tokenizer.enable_truncation(m["max_length"], stride=m.get("doc_stride", 0), strategy="only_second")
+        out = []
+        for question, context in pairs:
+            enc = self.tokenizer.encode(question.lstrip(), context)
+            windows = [enc] + list(enc.overflowing)
+            n = max(len(w.ids) for w in windows)
+            feed = {"input_ids": np.full((len(windows), n), m["pad_token_id"], dtype=np.int64),
+                    "attention_mask": np.zeros((len(windows), n), dtype=np.int64),
+                    "token_type_ids": np.full((len(windows), n), m.get("pad_token_type_id", 0), dtype=np.int64)}
+            for i, w in enumerate(windows):
+                feed["input_ids"][i, :len(w.ids)] = w.ids
+                feed["attention_mask"][i, :len(w.ids)] = 1
+                feed["token_type_ids"][i, :len(w.ids)] = w.type_ids
+            logits = self.logits(feed)  # (windows, 2, n)
+            best = None
+            for w, row in zip(windows, logits):
+                ctx = [k for k, sid in enumerate(w.sequence_ids) if sid == 1 and w.offsets[k][1] > w.offsets[k][0]]
+                if not ctx:
+                    continue
+                s, e = row[0, :len(w.ids)], row[1, :len(w.ids)]
+                ps, pe = np.exp(s - s.max()) / np.exp(s - s.max()).sum(), np.exp(e - e.max()) / np.exp(e - e.max()).sum()
+                top_s = [k for k in np.argsort(-s) if k in set(ctx)][:20]
+                top_e = [k for k in np.argsort(-e) if k in set(ctx)][:20]
+                for i in top_s:
+                    for j in top_e:
+                        if j < i or j - i + 1 > m.get("max_answer_length", 30):
+                            continue
+                        if best is None or s[i] + e[j] > best[0]:
+                            best = (float(s[i] + e[j]), w.offsets[i][0], w.offsets[j][1], float(ps[i] * pe[j]))
+            if best is None:
+                out.append({"answer": "", "start": 0, "end": 0, "score": 0.0})
+            else:
+                out.append({"answer": context[best[1]:best[2]], "start": int(best[1]), "end": int(best[2]), "score": best[3]})
+        return out
+
+
 class OneLineParser(argparse.ArgumentParser):
     """Run as ``python predict.py``: a bad input is one line, ``predict.py: error: ...``, and exit 2
     (argparse's own error prints the usage first)."""
@@ -161,7 +206,8 @@ def main(argv: list[str] | None = None, folder: str | None = None, parser=OneLin
     if folder is None:
         p.add_argument("--model", default=os.path.dirname(os.path.abspath(__file__)), help="Export folder (default: this file's).")
     p.add_argument("texts", nargs="*", help="Texts to classify (or one per line on stdin); for sentence-pair models "
-                                            "a tab separates the two sentences.")
+                                            "a tab separates the two sentences, for question answering the question "
+                                            "and its context.")
     p.add_argument("--input-file", help="For networks that read tensors: a .npy array, one example per row.")
     p.add_argument("--variant", choices=["fp32", "int8"], help="Which exported file to run (default: the export's default).")
     p.add_argument("--json", action="store_true", help="Print one JSON object per input.")
@@ -190,6 +236,8 @@ def main(argv: list[str] | None = None, folder: str | None = None, parser=OneLin
         shown = texts
         if model.meta["kind"] == "words":
             return _print_entities(model, texts, args.json)
+        if model.meta["kind"] == "qa":
+            return _print_answers(model, inputs, args.json)
     else:
         if not args.input_file:
             p.error("this model reads tensors: pass --input-file examples.npy")
@@ -214,6 +262,16 @@ def _print_entities(model, texts: list[str], as_json: bool) -> int:
         print(text)
         for e in out["entities"] or [{"type": "-", "score": 0.0, "start": 0, "end": 0, "text": "(no entities)"}]:
             print(f"  {e['type']}\t{e['score']:.3f}\t{e['start']}-{e['end']}\t{e['text']}")
+    return 0
+
+
+def _print_answers(model, pairs: list[tuple[str, str]], as_json: bool) -> int:
+    """Extractive QA: the answer of each (question, context), its score and character span in the context."""
+    for (question, context), out in zip(pairs, model.answers(pairs)):
+        if as_json:
+            print(json.dumps({"question": question, **out}))
+        else:
+            print(f"{out['answer'] or '(no answer)'}\t{out['score']:.3f}\t{out['start']}-{out['end']}\t{question}")
     return 0
 
 

@@ -17,6 +17,13 @@ def model_card(name: str, how: str, cfg, data, pipeline_tag: str = "text-classif
               "answer spans of the context" if data.task_type == "question_answering" else "regression")
     use = (f"```python\nfrom transformers import pipeline\nclf = pipeline('{pipeline_tag}', model='<this folder>')\n```\n"
            if pipeline_tag else "")
+    if pipeline_tag == "question-answering":  # transformers 5 removed that pipeline; the auto class loads the folder
+        use = ("```python\nfrom transformers import AutoModelForQuestionAnswering, AutoTokenizer\n"
+               "model = AutoModelForQuestionAnswering.from_pretrained('<this folder>')\n"
+               "tok = AutoTokenizer.from_pretrained('<this folder>')\n"
+               "out = model(**tok(question, context, return_tensors='pt'))  # start_logits, end_logits per token\n```\n"
+               "`distiltune export --model <this folder>` writes an ONNX folder whose `predict.py` answers "
+               "(question TAB context), windows and best span included.\n")
     columns = f"- Text columns: {', '.join(data.text_columns)}; max length {cfg.max_length} tokens.\n" if pipeline_tag else \
         f"- Input column: {', '.join(data.text_columns)}.\n"
     return ("---\nlibrary_name: transformers\n" + (f"pipeline_tag: {pipeline_tag}\n" if pipeline_tag else "")

@@ -31,7 +31,7 @@ class Task:
 
     name = "task"
     pipeline_tag = ""          # the transformers pipeline that loads a saved model (model cards)
-    export_kind = "tensor"     # "text", "words" or "tensor": what an exported model reads
+    export_kind = "tensor"     # "text", "words", "qa" or "tensor": what an exported model reads
 
     def __init__(self, cfg, data):
         self.cfg, self.data = cfg, data

@@ -53,10 +53,8 @@ class QuestionAnswering(TextClassification):
 
     @classmethod
     def check_config(cls, cfg, problems) -> None:
-        stride = qa_stride(cfg)
+        stride = qa_stride(cfg)  # doc_stride >= max_length: the data's check (data/qa_data.check_qa_rows) says so
         refusals = [
-            (stride >= cfg.max_length, f"doc_stride={stride} is not below max_length={cfg.max_length}, so windows "
-             "would not advance through a long context", f"use a doc_stride below max_length (e.g. {cfg.max_length // 4})"),
             (stride < 0, f"doc_stride={stride} is negative", "use 0 or more tokens of overlap"),
             (cfg.max_answer_length < 1, f"max_answer_length={cfg.max_answer_length} allows no answer",
              "use at least 1 (SQuAD's answers are up to about 30 tokens)"),
@@ -138,6 +136,14 @@ class QuestionAnswering(TextClassification):
                                     else pred.predictions, self.labels(enc))
         raise DistilTuneError("validation windows could not be matched to their questions",
                               "report this; the validation rows were encoded differently from the ones evaluated")
+
+    # ---- export ----
+    def export_plan(self, model, tokenizer, test, batcher, source: str) -> dict:
+        """As for texts, plus what predict.py needs to cut a context into the same windows."""
+        plan = super().export_plan(model, tokenizer, test, batcher, source)
+        plan["meta"].update(doc_stride=qa_stride(self.cfg), max_answer_length=self.cfg.max_answer_length,
+                            question_column=self.data.text_columns[0], context_column=self.data.text_columns[1])
+        return plan
 
     def agreement(self, reference, predictions, labels: SpanLabels) -> dict:
         """The share of questions whose predicted answer text is the same."""
