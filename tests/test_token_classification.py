@@ -140,6 +140,19 @@ def test_conll_file_is_read_as_words_and_tags(tmp_path):
     assert read_conll(str(words_only))["tokens"] == [["Peter", "Blackburn"], ["EU"]]
 
 
+def test_unlabeled_text_of_sentences_is_split_into_words_and_conll_stays_conll(tmp_path):
+    from distiltune.data.word_data import _read_words
+
+    text = tmp_path / "more.txt"
+    text.write_text("Peter Blackburn flew to Brussels.\nEU rejects German call to boycott British lamb .\n\n")
+    rows = _read_words(str(text), "unlabeled_file")
+    assert rows["tokens"] == [["Peter", "Blackburn", "flew", "to", "Brussels", "."],
+                              ["EU", "rejects", "German", "call", "to", "boycott", "British", "lamb", "."]]
+    conll = tmp_path / "words.txt"  # one word a line, a blank line between sentences: CoNLL, words only
+    conll.write_text("Peter\nBlackburn\n\nEU\nrejects\n")
+    assert _read_words(str(conll), "unlabeled_file")["tokens"] == [["Peter", "Blackburn"], ["EU", "rejects"]]
+
+
 def test_word_level_kd_across_tokenizers_equals_direct_computation(ner):
     """The kd term on a batch of the collator, teacher live with its own tokenizer, against KD
     computed by hand: each model read at its own first sub-token of each word, averaged over words."""

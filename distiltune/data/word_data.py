@@ -15,7 +15,7 @@ from ..constants import IGNORE_INDEX, AtMost
 from ..errors import DistilTuneError
 from .load import TaskData, _check_columns, _seeded_splits, _take
 from .sources import _load_sources, _read_file
-from .words import CONLL_SUFFIXES, read_conll
+from .words import CONLL_SUFFIXES, looks_like_sentences, read_conll, read_sentences
 
 IOB = re.compile(r"^(O|[BI]-.+)$")
 
@@ -24,6 +24,8 @@ def _read_words(path: str, what: str) -> Dataset:
     if os.path.splitext(path)[1].lower() in CONLL_SUFFIXES:
         if not os.path.isfile(path):
             raise DistilTuneError(f"{what} not found: {path}", f"check the path given for {what}")
+        if what == "unlabeled_file" and looks_like_sentences(path):  # plain text: one sentence a line
+            return read_sentences(path)
         return read_conll(path)
     return _read_file(path, what)
 

@@ -64,6 +64,36 @@ def read_conll(path: str, tag_column: int = -1) -> Dataset:
     return Dataset.from_dict({"tokens": sentences, "ner_tags": tags})
 
 
+WORD = r"\w+(?:[-'.]\w+)*|[^\w\s]"  # a run of letters and digits (with inner - ' .), or one punctuation mark
+
+
+def split_words(text: str) -> list[str]:
+    """A sentence as CoNLL tokenises it: words and punctuation marks (also predict.py's rule)."""
+    import re
+
+    return re.findall(WORD, text)
+
+
+def read_sentences(path: str) -> Dataset:
+    """Unlabeled text, one sentence per line, as rows of words."""
+    with open(path, encoding="utf-8") as f:
+        rows = [split_words(line) for line in f]
+    return Dataset.from_dict({"tokens": [r for r in rows if r]})
+
+
+def looks_like_sentences(path: str, probe: int = 200) -> bool:
+    """A text file of sentences, not CoNLL: its first lines hold different numbers of fields (a CoNLL
+    file has one word per line with the same columns on every line, so it never does)."""
+    widths = set()
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for i, line in enumerate(f):
+            if i >= probe:
+                break
+            if line.split():
+                widths.add(len(line.split()))
+    return len(widths) > 1
+
+
 def encode_words(ds: Dataset, tokenizer, words_column: str, max_length: int, prefix: str = "",
                  cut_labels: bool = True) -> Dataset:
     """Add ``{prefix}input_ids`` (etc.), ``{prefix}word_index`` and ``{prefix}length``. Words whose

@@ -120,6 +120,7 @@ class ExportedModel:
         out = []
         for start in range(0, len(texts), batch_size):
             chunk = texts[start:start + batch_size]
+            # the rule of distiltune.data.words.split_words (this file runs without distiltune)
             spans = [[(m.start(), m.end()) for m in re.finditer(r"\w+(?:[-'.]\w+)*|[^\w\s]", t)] for t in chunk]
             if any(not s for s in spans):
                 raise ValueError("a text has no words; pass texts with words in them")
