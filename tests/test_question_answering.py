@@ -387,3 +387,65 @@ def test_exported_reader_agrees_and_predict_prints_the_answer_span(qa_run, capsy
                  f"where is the\t{context}"]) == 0
     found = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
     assert [(f["answer"], context[f["start"]:f["end"]]) for f in found] == [("per3 jr", "per3 jr"), ("loc5", "loc5")], found
+
+
+def test_compare_on_qa_shares_the_teacher_and_distillation_beats_labels_alone(qa, qa_run, tmp_path):
+    """compare on the QA task: the given (trained) teacher is shared, and with 40 labels distilling
+    beats fine-tuning the same student on them alone."""
+    teacher = json.loads((qa_run / "report.json").read_text())["models"]["teacher"]["path"]
+    out = tmp_path / "cmp"
+    code = main(["compare", "--seeds", "1", "--strategies", "finetune", "distill",
+                 *args(dict(qa, teacher=teacher), out, "--num_labeled", "40", "--num_train_epochs", "4",
+                       "--learning_rate", "3e-3", "--per_device_train_batch_size", "16", "--disable_tqdm", "true")])
+    assert code == 0
+    r = json.loads((out / "compare.json").read_text())
+    assert r["strategies"]["distill"]["metric"]["mean"] > r["strategies"]["finetune"]["metric"]["mean"] + 0.05, r
+    assert r["teacher"]["metric"] >= 0.9
+
+
+def test_two_processes_distil_qa_like_one(qa, qa_run, tmp_path):
+    """torchrun with two CPU processes on the QA task: the run finishes, its report and folders are
+    written once, and the student learns as in one process (same global batch)."""
+    import subprocess
+    import sys
+
+    teacher = json.loads((qa_run / "report.json").read_text())["models"]["teacher"]["path"]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+    env["PYTHONPATH"] = os.pathsep.join([os.path.dirname(os.path.dirname(os.path.abspath(__file__))), env.get("PYTHONPATH", "")])
+    common = ["distill", *args(dict(qa, teacher=teacher), None, "--num_labeled", "40", "--num_train_epochs", "3",
+                               "--learning_rate", "3e-3", "--disable_tqdm", "true", "--baseline", "false")]
+    outs = {}
+    for name, launcher, batch in (("one", [sys.executable, "-m", "distiltune.cli"], "16"),
+                                  ("two", [os.path.join(os.path.dirname(sys.executable), "torchrun"), "--nproc_per_node",
+                                           "2", "-m", "distiltune.cli"], "8")):
+        out = tmp_path / name
+        argv = [a if a != "None" else str(out) for a in common] + ["--per_device_train_batch_size", batch]
+        done = subprocess.run(launcher + argv, env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-3000:])
+        outs[name] = json.loads((out / "report.json").read_text())["models"]["student"]["metric"]
+    assert outs["two"] == pytest.approx(outs["one"], abs=0.05), outs
+    assert outs["two"] > 0.3, outs  # the baseline on the 40 labels alone: about 0.14 (test_distilled_reader_...)
+
+
+def test_token_level_terms_across_tokenizers_are_refused_before_any_work(qa, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["run", *args(qa, out, "--preset", "tinybert")]) == 2
+    err = errors(capsys)
+    assert len(err) == 1 and "tokenizers differ" in err[0] and "from_teacher" in err[0], err
+    assert not out.exists()
+
+
+def test_from_teacher_reader_takes_feature_terms_on_aligned_positions(qa, qa_run, tmp_path):
+    """Same tokenizer (one layer of the teacher, its embeddings and span head): token positions align,
+    so the hidden-state term of the distilbert preset runs beside KD, and the reader stays as good as
+    its teacher-initialised baseline (which starts from the trained teacher's own head)."""
+    teacher = json.loads((qa_run / "report.json").read_text())["models"]["teacher"]["path"]
+    out = tmp_path / "ft"
+    code = main(["run", *args(dict(qa, teacher=teacher, student="from_teacher"), out, "--student_layers", "1",
+                              "--preset", "distilbert", "--num_labeled", "40", "--num_train_epochs", "4",
+                              "--learning_rate", "3e-3", "--per_device_train_batch_size", "16", "--disable_tqdm", "true")])
+    assert code == 0
+    m = json.loads((out / "report.json").read_text())["models"]
+    assert m["student"]["metric"] >= 0.9 and m["student"]["metric"] >= m["baseline_student"]["metric"] - 0.02, m
+    log = json.loads((out / "logs" / "distill.json").read_text())
+    assert any(e.get("loss_hidden_cosine", 0) > 0 for e in log)

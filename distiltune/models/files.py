@@ -21,7 +21,7 @@ def weights_bytes(path: str | None) -> int | None:
 
 
 def head_in_checkpoint(path: str) -> bool | None:
-    """Whether a local safetensors checkpoint holds a classification head; None when unknown
+    """Whether a local safetensors checkpoint holds a task head (classifier, QA span head); None when unknown
     (hub names, .bin files). Reads only the file headers, not the weights."""
     if not os.path.isdir(path):
         return None
@@ -36,8 +36,8 @@ def head_in_checkpoint(path: str) -> bool | None:
             keys = list(f.keys())
     else:
         return None
-    return any(k.split(".")[0] in ("classifier", "score") or ".classifier." in k or ".score." in k
-               or k.startswith(("classifier", "score")) for k in keys)
+    heads = ("classifier", "score", "qa_outputs")  # sequence/token classification, extractive QA
+    return any(k.split(".")[0] in heads or any(f".{h}." in k for h in heads) or k.startswith(heads) for k in keys)
 
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
