@@ -318,6 +318,14 @@ def test_squad_json_and_its_unittest_file_are_read(tmp_path):
         assert len(rows) == 10 and misplaced_answers(rows) == 0
 
 
+def test_int8_agreement_floor_is_the_users_else_the_tasks():
+    from distiltune.export.options import export_options, floor
+
+    opts = export_options("onnx:int8")
+    assert floor(opts, "int8", "qa") == 0.70 and floor(opts, "int8", "text") == 0.97 and floor(opts, "fp32", "qa") == 0.999
+    assert floor(export_options({"format": "onnx", "quantize": "int8", "min_agreement_int8": 0.9}), "int8", "qa") == 0.9
+
+
 # ---- e2e ----
 
 @pytest.fixture(scope="module")
@@ -449,3 +457,19 @@ def test_from_teacher_reader_takes_feature_terms_on_aligned_positions(qa, qa_run
     assert m["student"]["metric"] >= 0.9 and m["student"]["metric"] >= m["baseline_student"]["metric"] - 0.02, m
     log = json.loads((out / "logs" / "distill.json").read_text())
     assert any(e.get("loss_hidden_cosine", 0) > 0 for e in log)
+
+
+def test_validation_during_training_reports_squad_scores(qa, tmp_path):
+    """eval_strategy epoch on a QA fine-tune: validation is scored as the test split is (windows joined
+    per question, SQuAD's F1), and load_best_model_at_end keeps the best epoch by it."""
+    out = tmp_path / "ft"
+    code = main(["finetune", *args(dict(qa, student=qa["teacher"]), out, "--num_train_epochs", "3", "--max_length", "48",
+                                   "--learning_rate", "3e-3", "--per_device_train_batch_size", "16", "--eval_strategy",
+                                   "epoch", "--save_strategy", "epoch", "--load_best_model_at_end", "true",
+                                   "--disable_tqdm", "true")])
+    assert code == 0
+    evals = [e for e in json.loads((out / "logs" / "student.json").read_text()) if "eval_f1" in e]
+    assert len(evals) == 3 and all(0.0 <= e["eval_f1"] <= 1.0 and e["eval_exact_match"] <= e["eval_f1"] for e in evals)
+    assert evals[-1]["eval_f1"] > evals[0]["eval_f1"] or evals[0]["eval_f1"] > 0.9, evals
+    r = json.loads((out / "report.json").read_text())
+    assert r["checkpoint_selection"]["student"]["metric"] == "f1"

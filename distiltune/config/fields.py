@@ -132,7 +132,7 @@ class StrategyArguments:
     latency_samples: int = _f(100, "Batch-1 forward passes timed for latency percentiles (after warm-up).")
     throughput_batch_size: int = _f(32, "Batch size for the throughput measurement.")
     export: dict | str | None = _f(None, "Export the student after the run: a mapping {format: onnx, quantize: int8, "
-                                         "min_agreement: 0.999, min_agreement_int8: 0.97, opset: null} or 'onnx' / "
+                                         "min_agreement: 0.999, min_agreement_int8: 0.97 (QA: 0.70), opset: null} or 'onnx' / "
                                          "'onnx:int8' (JSON on the command line); the exported files are evaluated and "
                                          "timed beside the others, and the run fails (exit 1) below an agreement floor.")
 

@@ -64,7 +64,8 @@ def quick_overrides(values: dict) -> dict:
     lr = _number(values, "teacher_learning_rate")
     export = values.get("export")
     extra = {}
-    if isinstance(export, dict) and export.get("quantize") == "int8" and "min_agreement_int8" not in export:
+    if (isinstance(export, dict) and export.get("quantize") == "int8" and export.get("min_agreement_int8") is None
+            and values.get("task_type") != "question_answering"):  # QA's own default floor is lower still
         extra["export"] = {**export, "min_agreement_int8": QUICK_MIN_AGREEMENT_INT8}
     return extra | {
         "num_labeled": _at_most(values, "num_labeled", QUICK_LABELLED),

@@ -43,10 +43,13 @@ def export_student(ctx, model, tok, source: str, results: dict, folder: str, opt
             **task.agreement(ref, predictions, labels), "_speed_input": (ort_model, batcher, test)}
 
 
-def check_export(results: dict, opts: dict, folder: str) -> None:
-    """Below an agreement floor the export fails (exit 1), its files kept for inspection."""
+def check_export(results: dict, opts: dict, folder: str, kind: str = "text") -> None:
+    """Below an agreement floor the export fails (exit 1), its files kept for inspection; ``kind`` is
+    the task's export kind (QA agrees per answer and has a lower int8 default)."""
+    from ..export.options import floor as floor_of
+
     for variant, key in (("fp32", "min_agreement"), ("int8", "min_agreement_int8")):
-        name, floor = E.REPORT_NAMES[variant], opts[key]
+        name, floor = E.REPORT_NAMES[variant], floor_of(opts, variant, kind)
         r = results.get(name, {})
         if r.get("agreement") is not None and r["agreement"] < floor:
             raise E.ExportCheckFailed(

@@ -55,7 +55,7 @@ def run(ctx) -> dict | None:
         raise DistilTuneError(f"{export_error.problem} (the run itself finished: models and report.md are in {ctx.out})",
                               export_error.fix)
     if cfg.export_settings:
-        check_export(results, cfg.export_settings, os.path.join(ctx.out, "student_onnx"))
+        check_export(results, cfg.export_settings, os.path.join(ctx.out, "student_onnx"), ctx.task.export_kind)
     return report
 
 
