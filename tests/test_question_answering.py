@@ -473,3 +473,11 @@ def test_validation_during_training_reports_squad_scores(qa, tmp_path):
     assert evals[-1]["eval_f1"] > evals[0]["eval_f1"] or evals[0]["eval_f1"] > 0.9, evals
     r = json.loads((out / "report.json").read_text())
     assert r["checkpoint_selection"]["student"]["metric"] == "f1"
+
+
+def test_advise_takes_a_qa_teacher(qa, capsys):
+    """advise measures shapes of the teacher's encoder: a QA teacher (span head) works as a classifier does."""
+    assert main(["advise", "--teacher", qa["teacher"], "--size-mb", "0.075", "--labelled", "600", "--unlabeled", "2400",
+                 "--seq-len", "24", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["strategy"] == "distill" and r["student"] is not None, r
