@@ -152,6 +152,7 @@ TIER_OF = {
     "test_question_answering.py::test_two_processes_distil_qa_like_one": "e2e",
     "test_question_answering.py::test_validation_during_training_reports_squad_scores": "e2e",
     "test_question_answering.py::test_advise_takes_a_qa_teacher": "e2e",
+    "test_question_answering.py::test_resume_of_a_finished_qa_run_reuses_every_stage": "e2e",
     "test_question_answering.py::test_from_teacher_reader_takes_feature_terms_on_aligned_positions": "e2e",
     "test_trainer_hooks.py": "unit",
     "test_trainer_terms.py": "unit",

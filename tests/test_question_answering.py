@@ -481,3 +481,20 @@ def test_advise_takes_a_qa_teacher(qa, capsys):
                  "--seq-len", "24", "--json"]) == 0
     r = json.loads(capsys.readouterr().out)
     assert r["strategy"] == "distill" and r["student"] is not None, r
+
+
+def test_resume_of_a_finished_qa_run_reuses_every_stage(qa, qa_run):
+    """--resume with unchanged inputs: no stage trains again (model files untouched), the teacher
+    cache is reused, and the scores are the same."""
+    before = json.loads((qa_run / "report.json").read_text())["models"]
+    stamps = {name: (qa_run / name / "model.safetensors").stat().st_mtime_ns for name in ("student", "baseline_student")}
+    teacher = before["teacher"]["path"]
+    code = main(["run", *args(dict(qa, teacher=teacher), qa_run, "--num_labeled", "40", "--num_train_epochs", "4",
+                              "--learning_rate", "3e-3", "--per_device_train_batch_size", "16", "--final_finetune_epochs", "1",
+                              "--export", json.dumps({"format": "onnx", "quantize": "int8", "min_agreement_int8": 0.5}),
+                              "--resume")])
+    assert code == 0
+    after = json.loads((qa_run / "report.json").read_text())["models"]
+    assert {n: (qa_run / n / "model.safetensors").stat().st_mtime_ns for n in stamps} == stamps
+    assert {n: after[n]["metric"] for n in ("student", "baseline_student")} == \
+        {n: before[n]["metric"] for n in ("student", "baseline_student")}

@@ -89,8 +89,11 @@ def encode_windows(ds: Dataset, tokenizer, question: str, context: str, max_leng
                 res[c].append(batch[c][row])
         return res
 
-    return ds.map(enc, batched=True, with_indices=True, remove_columns=ds.column_names,
-                  desc=f"cutting contexts into windows{' for ' + prefix.rstrip('_') if prefix else ''}")
+    out = ds.map(enc, batched=True, with_indices=True, remove_columns=ds.column_names,
+                 desc=f"cutting contexts into windows{' for ' + prefix.rstrip('_') if prefix else ''}")
+    # each window's place in the encoding: validation batches come back in the sampler's order (grouped
+    # by length, or split over processes), and scoring must join each window to its question
+    return out.add_column("window", list(range(len(out))))
 
 
 def encode_teacher_windows(windows: Dataset, tokenizer, question: str, context: str, max_length: int) -> Dataset:
@@ -188,5 +191,7 @@ class SpanCollator:
             batch.update({f"teacher_{k}": v for k, v in t.items()})
         if "labels" in features[0]:
             batch["labels"] = torch.tensor([f["labels"] for f in features], dtype=torch.long)
+        if "window" in features[0]:
+            batch["window"] = torch.tensor([f["window"] for f in features], dtype=torch.long)
         batch.update(cached_columns(features))
         return batch

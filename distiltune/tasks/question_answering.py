@@ -94,7 +94,8 @@ class QuestionAnswering(TextClassification):
         return SpanPadder(tokenizer, teacher_tokenizer, pad_to_multiple_of=None if exact else pad_multiple(self.cfg))
 
     def training_overrides(self) -> dict:
-        return {"label_names": ["labels"]}  # not the QA heads' start_positions / end_positions
+        # not the QA heads' start_positions / end_positions; "window" joins validation rows to questions
+        return {"label_names": ["labels", "window"]}
 
     # ---- teacher outputs: start and end logits per window (and the maps, across tokenizers) ----
     def teacher_outputs(self, teacher, rows, batcher, prefix: str = ""):
@@ -127,13 +128,19 @@ class QuestionAnswering(TextClassification):
         return span_metrics(predictions, labels)
 
     def compute_metrics(self, pred) -> dict:
-        """Validation SQuAD scores: the windows are those of the validation rows for the model being
-        trained, found among the encodings by their labels (which differ between tokenizers)."""
-        label_ids = np.asarray(pred.label_ids)
+        """Validation SQuAD scores. Windows come back in the sampler's order with their place in the
+        encoding (``window``); the encoding is the validation rows' for the model being trained, found
+        among the task's encodings by its labels (which differ between tokenizers)."""
+        label_ids, window = (np.asarray(x) for x in pred.label_ids)
+        preds = pred.predictions
+        starts, ends = (preds[0], preds[1]) if isinstance(preds, (tuple, list)) else (preds[:, 0], preds[:, 1])
         for enc in self.encoded.values():
-            if len(enc) == len(label_ids) and np.array_equal(np.asarray(enc["labels"]), label_ids):
-                return self.metrics(tuple(pred.predictions) if isinstance(pred.predictions, (tuple, list))
-                                    else pred.predictions, self.labels(enc))
+            if len(enc) != len(label_ids) or "window" not in enc.column_names:
+                continue
+            order = np.argsort(window, kind="stable")
+            if np.array_equal(window[order], np.arange(len(enc))) and \
+                    np.array_equal(np.asarray(enc["labels"]), label_ids[order]):
+                return self.metrics((np.asarray(starts)[order], np.asarray(ends)[order]), self.labels(enc))
         raise DistilTuneError("validation windows could not be matched to their questions",
                               "report this; the validation rows were encoded differently from the ones evaluated")
 

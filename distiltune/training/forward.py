@@ -19,6 +19,7 @@ def forward_all(model, teacher, inputs: dict, terms: list, temperature: float = 
     batch = {"labels": inputs.pop("labels", None)}
     words = inputs.pop("word_index", None)  # word-level tasks: logits are read at each word's first sub-token
     span_mask = inputs.pop("span_mask", None)  # extractive QA: where an answer may start or end
+    inputs.pop("window", None)  # (QA) which window a row is: read by validation scoring, not by a model
     cache_cols = {c: inputs.pop(c) for c in TC.COLUMNS if c in inputs}
     teacher_inputs = {k[len("teacher_"):]: inputs.pop(k) for k in list(inputs) if k.startswith("teacher_")}
     t_words = teacher_inputs.pop("word_index", words)
@@ -90,6 +91,7 @@ def eval_forward(model, inputs: dict):
     Trainer gathers for the metric) and gains ``.logits``, the masked (batch, 2, length) the loss reads."""
     words = inputs.pop("word_index", None)
     span_mask = inputs.pop("span_mask", None)
+    inputs.pop("window", None)
     outputs = model(**inputs)
     if words is not None:
         outputs.logits = gather_words(outputs.logits, words)
