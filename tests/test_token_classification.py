@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from transformers import BertConfig, BertForTokenClassification, BertTokenizerFast
 
-from conftest import SPECIAL
+from conftest import SPECIAL, write_jsonl
 from distiltune.cli import main
 
 TAGS = ["O", "B-LOC", "I-LOC", "B-PER", "I-PER"]  # the order distiltune gives tags it reads as names
@@ -66,13 +66,6 @@ def make_sentences(n: int, seed: int) -> list[dict]:
             tags[at:at] = [f"B-{kind}"] + [f"I-{kind}"] * (len(ent) - 1)
         rows.append({"tokens": words, "ner_tags": tags})
     return rows
-
-
-def write_jsonl(path, rows):
-    with open(path, "w") as f:
-        for r in rows:
-            f.write(json.dumps(r) + "\n")
-    return str(path)
 
 
 @pytest.fixture(scope="module")

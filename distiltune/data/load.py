@@ -123,6 +123,18 @@ def _take(ds: Dataset, n: int | None, seed: int) -> Dataset:
     return ds.shuffle(seed=seed).select(range(n))
 
 
+def split_labelled(train: Dataset, cfg, seed: int, what: str = "rows") -> tuple[Dataset, Dataset | None]:
+    """``num_labeled``: the labelled rows kept (a seeded sample) and the rest (None when all are kept),
+    refusing a num_labeled above the split (word and span tasks; ``what`` names their rows)."""
+    if cfg.num_labeled is not None and cfg.num_labeled > len(train) and not isinstance(cfg.num_labeled, AtMost):
+        raise DistilTuneError(f"num_labeled={cfg.num_labeled} asks for more labelled {what} than the training split has "
+                              f"({len(train)})", f"lower num_labeled to at most {len(train)}, or leave it unset")
+    if cfg.num_labeled is None or cfg.num_labeled >= len(train):
+        return train, None
+    shuffled = train.shuffle(seed=seed)
+    return shuffled.select(range(cfg.num_labeled)), shuffled.select(range(cfg.num_labeled, len(shuffled)))
+
+
 def _split_size(size: float, n: int) -> int:
     return int(round(size * n)) if size < 1 else int(size)
 

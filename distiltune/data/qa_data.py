@@ -96,8 +96,7 @@ def _rows(ds: Dataset, cfg, split: str, answered: bool) -> Dataset:
 def load_qa_data(cfg) -> "object":
     """Read, check and split extractive-QA data (hub ``squad``, ``demo:squad``, SQuAD JSON or JSON
     lines with question/context/answers); raises DistilTuneError on bad input, before any model loads."""
-    from ..constants import AtMost
-    from .load import TaskData, _seeded_splits, _take
+    from .load import TaskData, _seeded_splits, _take, split_labelled
     from .sources import _load_sources
 
     dd, unlabeled = _load_sources(cfg, read=_read_qa)
@@ -109,15 +108,8 @@ def load_qa_data(cfg) -> "object":
     seed = cfg.data_seed if getattr(cfg, "data_seed", None) is not None else cfg.seed
     enc = {split: _rows(ds, cfg, split, answered=True)
            for split, ds in zip(("train", "validation", "test"), _seeded_splits(dd, cfg, seed))}
-    train, extra = enc["train"], None
-    if cfg.num_labeled is not None and cfg.num_labeled > len(train) and not isinstance(cfg.num_labeled, AtMost):
-        raise DistilTuneError(f"num_labeled={cfg.num_labeled} asks for more labelled questions than the training split "
-                              f"has ({len(train)})", f"lower num_labeled to at most {len(train)}, or leave it unset")
-    if cfg.num_labeled is not None and cfg.num_labeled < len(train):
-        shuffled = train.shuffle(seed=seed)
-        train = shuffled.select(range(cfg.num_labeled))
-        rest = shuffled.select(range(cfg.num_labeled, len(shuffled)))
-        extra = _rows(rest, cfg, "unlabeled", answered=False)
+    train, rest = split_labelled(enc["train"], cfg, seed, "questions")
+    extra = None if rest is None else _rows(rest, cfg, "unlabeled", answered=False)
     if unlabeled is not None:
         check_qa_rows(unlabeled, "unlabeled", length, stride, cfg.context_column, cfg.question_column, answers=None)
         more = _rows(unlabeled, cfg, "unlabeled", answered=False)

@@ -11,9 +11,9 @@ import re
 
 from datasets import ClassLabel, Dataset
 
-from ..constants import IGNORE_INDEX, AtMost
+from ..constants import IGNORE_INDEX
 from ..errors import DistilTuneError
-from .load import TaskData, _check_columns, _seeded_splits, _take
+from .load import TaskData, _check_columns, _seeded_splits, _take, split_labelled
 from .sources import _load_sources, _read_file
 from .words import CONLL_SUFFIXES, looks_like_sentences, read_conll, read_sentences
 
@@ -111,14 +111,8 @@ def load_word_data(cfg) -> TaskData:
     seed = cfg.data_seed if getattr(cfg, "data_seed", None) is not None else cfg.seed
     enc = {split: _encode_tags(ds.filter(lambda r: len(r[cfg.tokens_column]) > 0), cfg, names, split)
            for split, ds in zip(("train", "validation", "test"), _seeded_splits(dd, cfg, seed))}
-    train, extra = enc["train"], None
-    if cfg.num_labeled is not None and cfg.num_labeled > len(train) and not isinstance(cfg.num_labeled, AtMost):
-        raise DistilTuneError(f"num_labeled={cfg.num_labeled} asks for more labelled rows than the training split has "
-                              f"({len(train)})", f"lower num_labeled to at most {len(train)}, or leave it unset")
-    if cfg.num_labeled is not None and cfg.num_labeled < len(train):
-        shuffled = train.shuffle(seed=seed)
-        train = shuffled.select(range(cfg.num_labeled))
-        extra = _unlabeled(shuffled.select(range(cfg.num_labeled, len(shuffled))), cfg)
+    train, rest = split_labelled(enc["train"], cfg, seed)
+    extra = None if rest is None else _unlabeled(rest, cfg)
     if unlabeled is not None:
         _check_rows(unlabeled, cfg, "unlabeled", tagged=False)
         more = _unlabeled(unlabeled, cfg)
