@@ -30,6 +30,17 @@ def per_epoch(values: list[float], epoch: float) -> float:
     return values[min(max(int(epoch), 0), len(values) - 1)]
 
 
+def spanned(max_steps: int, num_epochs: float, span_epochs: float | None) -> tuple[int, float]:
+    """(steps, epochs) a schedule spans in a stage of ``max_steps`` steps over ``num_epochs`` epochs:
+    the whole stage, or its first ``span_epochs`` when the stage may run longer (a ceiling of epochs
+    for a stop on a validation plateau). Past the span, progress is clipped at 1: every schedule
+    holds its end value (a list schedule its last value); a stage that stops before the span ends
+    keeps the values where it stopped."""
+    if span_epochs is None or span_epochs >= num_epochs:
+        return max(max_steps, 1), num_epochs
+    return max(math.ceil(max_steps * span_epochs / num_epochs), 1), span_epochs
+
+
 def _clip(p: float) -> float:
     return min(max(p, 0.0), 1.0)
 

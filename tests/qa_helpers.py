@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import BertConfig, BertForQuestionAnswering, BertTokenizerFast
 
-from conftest import SPECIAL, write_jsonl
+from conftest import FIXED, SPECIAL, write_jsonl
 
 PER = [f"per{i}" for i in range(8)]
 LOC = [f"loc{i}" for i in range(8)]
@@ -87,7 +87,7 @@ def args(qa, out, *extra):
     return ["--task_type", "question_answering", "--train_file", f["train"], "--validation_file", f["validation"],
             "--test_file", f["test"], "--teacher", qa["teacher"], "--student", qa["student"], "--output_dir", str(out),
             "--max_length", "24", "--doc_stride", "8", "--latency_samples", "3", "--seed", "0",
-            "--mixed_precision", "no", "--report_to", "none", *extra]
+            "--mixed_precision", "no", "--report_to", "none", *FIXED, *extra]
 
 
 def windows_of(rows, tok, length, stride):

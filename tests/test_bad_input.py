@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from distiltune.cli import main
-from conftest import tiny_bert
+from conftest import FIXED, tiny_bert
 
 
 def run_cli(capsys, *argv):
@@ -20,7 +20,7 @@ def run_cli(capsys, *argv):
 def base_args(task_files, out, teacher, student, train=None, test=None):
     return ["--train_file", train or task_files["train"], "--validation_file", task_files["validation"],
             "--test_file", test or task_files["test"], "--text_column", "sentence", "--teacher", teacher,
-            "--student", student, "--output_dir", str(out), "--report_to", "none", "--num_train_epochs", "1"]
+            "--student", student, "--output_dir", str(out), "--report_to", "none", "--num_train_epochs", "1", *FIXED]
 
 
 @pytest.fixture()

@@ -9,6 +9,8 @@ import sys
 import pytest
 from transformers import AutoConfig, AutoModelForSequenceClassification
 
+from conftest import FIXED
+
 BIN = os.path.dirname(sys.executable)
 
 
@@ -35,7 +37,7 @@ def distill_args(task_files, teacher, student, out, batch):
             "--test_file", task_files["test"], "--text_column", "sentence", "--teacher", teacher, "--student", student,
             "--num_train_epochs", "1", "--learning_rate", "1e-3", "--per_device_train_batch_size", str(batch),
             "--logging_steps", "5", "--mixed_precision", "no", "--seed", "0", "--latency_samples", "3",
-            "--max_test_samples", "150", "--disable_tqdm", "true", "--report_to", "none", "--output_dir", str(out)]
+            "--max_test_samples", "150", "--disable_tqdm", "true", "--report_to", "none", "--output_dir", str(out), *FIXED]
 
 
 def run(launcher, args):

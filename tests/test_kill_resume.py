@@ -30,7 +30,8 @@ def argv(task_files, base_models, out):
             "--per_device_train_batch_size", "16", "--learning_rate", "2e-3", "--teacher_learning_rate", "2e-3",
             "--save_strategy", "steps", "--save_steps", "1", "--logging_steps", "1", "--max_test_samples", "100",
             "--latency_samples", "2", "--throughput_batch_size", "8", "--mixed_precision", "no", "--seed", "5",
-            "--report_to", "none", "--disable_tqdm", "true", "--output_dir", str(out)]
+            "--report_to", "none", "--disable_tqdm", "true", "--teacher_stop", "fixed", "--distill_stop", "fixed",
+            "--output_dir", str(out)]
 
 
 def env():

@@ -5,13 +5,14 @@ import os
 import pytest
 import torch
 
+from conftest import FIXED
 from distiltune.cli import main
 
 
 def cli_args(task_files, out, teacher, student, *extra):
     return ["--train_file", task_files["train"], "--validation_file", task_files["validation"],
             "--test_file", task_files["test"], "--text_column", "sentence", "--teacher", teacher, "--student", student,
-            "--output_dir", str(out), "--latency_samples", "5", "--seed", "0", "--mixed_precision", "no", *extra]
+            "--output_dir", str(out), "--latency_samples", "5", "--seed", "0", "--mixed_precision", "no", *FIXED, *extra]
 
 
 @pytest.fixture(scope="module")
@@ -214,7 +215,7 @@ def test_pareto_front():
 
 def test_validation_each_epoch_keeps_the_best_checkpoint_and_stops_early(tmp_path, task_files, base_models,
                                                                           trained_teacher):
-    """early_stopping_patience: validation accuracy every epoch, the best checkpoint is what is saved,
+    """distill_stop plateau: validation accuracy every epoch, the best checkpoint is what is saved,
     the stage stops once the metric stops improving, and the report says which epoch was kept."""
     import numpy as np
 
@@ -224,7 +225,8 @@ def test_validation_each_epoch_keeps_the_best_checkpoint_and_stops_early(tmp_pat
     out = tmp_path / "run"
     code = main(["distill", *cli_args(task_files, out, trained_teacher, base_models["student"], "--num_labeled", "40",
                                       "--num_train_epochs", "8", "--learning_rate", "3e-3",
-                                      "--per_device_train_batch_size", "16", "--early_stopping_patience", "1",
+                                      "--per_device_train_batch_size", "16", "--distill_stop", "plateau",
+                                      "--distill_max_epochs", "8", "--plateau_patience", "1",
                                       "--report_to", "none", "--disable_tqdm", "true")])
     assert code == 0
     report = json.loads((out / "report.json").read_text())
@@ -243,10 +245,11 @@ def test_validation_each_epoch_keeps_the_best_checkpoint_and_stops_early(tmp_pat
     assert acc == pytest.approx(c["best"])
 
 
-def test_early_stopping_needs_a_positive_patience(tmp_path, task_files, base_models, capsys):
+def test_plateau_stop_needs_a_positive_patience(tmp_path, task_files, base_models, capsys):
     code = main(["finetune", *cli_args(task_files, tmp_path / "o", base_models["teacher"], base_models["student"],
-                                       "--early_stopping_patience", "0")])
-    assert code == 2 and "early_stopping_patience=0 must be >= 1" in capsys.readouterr().err
+                                       "--plateau_patience", "0")])
+    assert code == 2 and "plateau_patience=0 must be >= 1" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
 
 
 def test_compare_runs_each_strategy_over_seeds_with_one_teacher(tmp_path, task_files, base_models, trained_teacher, capsys):

@@ -8,6 +8,7 @@ import os
 
 import pytest
 
+from conftest import FIXED
 from distiltune.cli import main
 
 
@@ -27,7 +28,7 @@ def args(task_files, out, teacher, student, *extra):
     return ["--train_file", task_files["train"], "--validation_file", task_files["validation"],
             "--test_file", task_files["test"], "--text_column", "sentence", "--teacher", teacher, "--student", student,
             "--output_dir", str(out), "--report_to", "none", "--num_train_epochs", "1", "--latency_samples", "2",
-            "--per_device_train_batch_size", "32", "--mixed_precision", "no", "--disable_tqdm", "true", *extra]
+            "--per_device_train_batch_size", "32", "--mixed_precision", "no", "--disable_tqdm", "true", *FIXED, *extra]
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ import math
 import pytest
 from safetensors import safe_open
 
+from conftest import FIXED
 from distiltune.cli import main
 from distiltune.losses.presets import PRESETS
 
@@ -22,7 +23,7 @@ def args(task_files, out, teacher, student, *extra):
             "--test_file", task_files["test"], "--text_column", "sentence", "--teacher", teacher, "--student", student,
             "--output_dir", str(out), "--latency_samples", "3", "--seed", "0", "--mixed_precision", "no",
             "--num_labeled", "40", "--num_train_epochs", "3", "--learning_rate", "3e-3",
-            "--per_device_train_batch_size", "16", "--logging_steps", "5", "--disable_tqdm", "true", *extra]
+            "--per_device_train_batch_size", "16", "--logging_steps", "5", "--disable_tqdm", "true", *FIXED, *extra]
 
 
 def scalars(run, stage):

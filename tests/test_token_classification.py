@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from transformers import BertConfig, BertForTokenClassification, BertTokenizerFast
 
-from conftest import SPECIAL, write_jsonl
+from conftest import FIXED, SPECIAL, write_jsonl
 from distiltune.cli import main
 
 TAGS = ["O", "B-LOC", "I-LOC", "B-PER", "I-PER"]  # the order distiltune gives tags it reads as names
@@ -82,7 +82,7 @@ def args(ner, out, *extra):
     f = ner["files"]
     return ["--task_type", "token_classification", "--train_file", f["train"], "--validation_file", f["validation"],
             "--test_file", f["test"], "--teacher", ner["teacher"], "--student", ner["student"], "--output_dir", str(out),
-            "--latency_samples", "3", "--seed", "0", "--mixed_precision", "no", "--report_to", "none", *extra]
+            "--latency_samples", "3", "--seed", "0", "--mixed_precision", "no", "--report_to", "none", *FIXED, *extra]
 
 
 # ---- unit ----

@@ -10,6 +10,7 @@ from ..schedules import KINDS, UNITS
 
 STRATEGIES = ("finetune", "distill", "distill_finetune")
 METRICS = ("auto", "accuracy", "f1", "matthews", "pearson", "spearman", "entity_f1", "token_accuracy", "exact_match")
+STOPS = ("plateau", "fixed")
 TASK_TYPES = ("auto", "classification", "regression", "token_classification", "question_answering")
 
 
@@ -68,7 +69,13 @@ class ModelArguments:
                                                 "default every other layer.")
     finetune_teacher: str = _f("auto", "Fine-tune the teacher on the labelled data first: yes, no, or auto (when its "
                                        "classifier head is untrained).", choices=["auto", "yes", "no"])
-    teacher_num_train_epochs: float = _f(2.0, "Epochs for fine-tuning the teacher.")
+    teacher_stop: str = _f("plateau", "How the teacher's fine-tune ends: 'plateau' (validate every epoch on the task metric, "
+                                      "stop after plateau_patience epochs without a new best, at most teacher_max_epochs, "
+                                      "keep the best checkpoint) or 'fixed' (exactly teacher_num_train_epochs).",
+                           choices=list(STOPS))
+    teacher_max_epochs: float = _f(5.0, "teacher_stop plateau: the most epochs the teacher's fine-tune may run (the "
+                                        "learning rate decays over these; a stop before leaves it above zero).")
+    teacher_num_train_epochs: float = _f(2.0, "teacher_stop fixed: epochs for fine-tuning the teacher.")
     teacher_learning_rate: float = _f(3e-5, "Learning rate for fine-tuning the teacher.")
     freeze_embeddings: bool = _f(False, "Freeze the embeddings of the model being fine-tuned (transfer learning).")
     freeze_layers: int = _f(0, "Freeze the first N transformer layers of the model being fine-tuned.")
@@ -106,11 +113,17 @@ class StrategyArguments:
     student_modules: list[str] | None = _f(None, "Default student submodule paths for feature terms (any nn.Module), "
                                                  "paired one to one with teacher_modules.")
     teacher_modules: list[str] | None = _f(None, "Default teacher submodule paths for feature terms.")
+    distill_stop: str = _f("plateau", "How distillation (and the baseline student's training) ends: 'plateau' (validate "
+                                      "every epoch on the student's task metric, stop after plateau_patience epochs without "
+                                      "a new best, at most distill_max_epochs, keep the best) or 'fixed' (num_train_epochs). "
+                                      "Schedules span num_train_epochs either way and hold their end values after it.",
+                           choices=list(STOPS))
+    distill_max_epochs: float | None = _f(None, "distill_stop plateau: the most epochs distillation may run (default twice "
+                                                "num_train_epochs); the baseline student gets the same ceiling.")
+    plateau_patience: int = _f(2, "Stages that stop on a plateau: epochs without a better validation metric before they stop.")
+    plateau_min_epochs: float = _f(1.0, "Stages that stop on a plateau: the fewest epochs they run (the floor).")
     intermediate_epochs: float = _f(1.0, "Epochs of the intermediate stage (terms with stage: intermediate, e.g. the "
                                          "tinybert and fitnets presets), run before the main distillation stage.")
-    early_stopping_patience: int | None = _f(None, "Stop a training stage after this many validation evaluations without "
-                                                   "improvement of the task metric (turns on per-epoch validation and "
-                                                   "keeps the best checkpoint, load_best_model_at_end).")
     augment: list[str] | None = _f(None, "Augment the distillation rows: mask, delete, swap, mlm (masked-LM word "
                                          "replacement, TinyBERT-style); copies carry no hard label, the teacher labels them.")
     augment_factor: int | None = _f(None, "Augmented copies per distillation row (seeded, so their teacher logits are "

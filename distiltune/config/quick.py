@@ -78,6 +78,8 @@ def quick_overrides(values: dict) -> dict:
         "teacher_learning_rate": QUICK_TEACHER_MIN_LR if lr is None else max(lr, QUICK_TEACHER_MIN_LR),
         "final_finetune_epochs": min(values.get("final_finetune_epochs", 0.0), 1.0),
         "latency_samples": 20,
+        # fixed budgets: a minute of training on a small slice, not a search for the plateau
+        "teacher_stop": "fixed", "distill_stop": "fixed",
     } | _task_slice(values)
 
 

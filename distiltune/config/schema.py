@@ -57,10 +57,6 @@ class DistillConfig(StrategyArguments, ModelArguments, DataArguments, TrainingAr
             errors.append(str(e))
         if errors:
             raise V.ConfigError(errors)
-        if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
-            raise ValueError(f"early_stopping_patience={self.early_stopping_patience} must be >= 1 (or leave it unset)")
-        if self.early_stopping_patience:
-            self.load_best_model_at_end = True
         if self.load_best_model_at_end and str(getattr(self.eval_strategy, "value", self.eval_strategy)) == "no":
             # Best-checkpoint selection needs a validation score at every save: evaluate when saving.
             self.eval_strategy = self.save_strategy
@@ -85,6 +81,13 @@ class DistillConfig(StrategyArguments, ModelArguments, DataArguments, TrainingAr
         self.make_schedule("temperature")
         self.make_schedule("distill_weight")
         build_objectives(self)
+
+    @property
+    def distill_epochs(self) -> float:
+        """Epochs the distillation stage may run: num_train_epochs, or the ceiling when it stops on a plateau."""
+        if self.distill_stop == "fixed":
+            return self.num_train_epochs
+        return self.distill_max_epochs if self.distill_max_epochs is not None else 2 * self.num_train_epochs
 
     @property
     def temperature_sched(self) -> Schedule:

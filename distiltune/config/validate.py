@@ -51,6 +51,7 @@ def check_values(cfg) -> list[str]:
         errors.append(f"max_length={cfg.max_length} is too small; use at least 8 tokens")
     if cfg.freeze_layers < 0:
         errors.append(f"freeze_layers={cfg.freeze_layers} must be >= 0")
+    errors += check_stopping(cfg)
     if cfg.intermediate_epochs < 0:
         errors.append("intermediate_epochs must be >= 0")
     if cfg.final_finetune_epochs < 0:
@@ -62,6 +63,29 @@ def check_values(cfg) -> list[str]:
         errors.append("student_layers is empty; list at least one teacher layer index")
     errors += check_data_options(cfg)
     errors += check_training_ranges(cfg)
+    return errors
+
+
+def check_stopping(cfg) -> list[str]:
+    """The plateau rule's patience, floor and ceilings (whether there are validation rows to stop on is
+    known once the data is loaded: pipeline.checks.check_validation)."""
+    errors = []
+    if cfg.plateau_patience < 1:
+        errors.append(f"plateau_patience={cfg.plateau_patience} must be >= 1: the epochs without a better validation "
+                      "metric before a stage stops (e.g. 2)")
+    if cfg.plateau_min_epochs < 0:
+        errors.append(f"plateau_min_epochs={cfg.plateau_min_epochs} must be >= 0")
+    ceilings = []
+    if cfg.teacher_stop == "plateau":
+        ceilings.append(("teacher_max_epochs", cfg.teacher_max_epochs))
+    if cfg.distill_stop == "plateau" and cfg.distill_max_epochs is not None:
+        ceilings.append(("distill_max_epochs", cfg.distill_max_epochs))  # against num_train_epochs: checks.check_config
+    for name, ceiling in ceilings:
+        if not ceiling > 0:
+            errors.append(f"{name}={ceiling:g} must be > 0")
+        elif ceiling < cfg.plateau_min_epochs:
+            errors.append(f"{name}={ceiling:g} is below the floor plateau_min_epochs={cfg.plateau_min_epochs:g}; raise "
+                          f"{name} or lower plateau_min_epochs")
     return errors
 
 

@@ -149,6 +149,8 @@ def _seeded_splits(dd, cfg, seed: int):
             raise DistilTuneError(f"test_size={cfg.test_size} leaves no test or no training rows", "give test_file or a smaller test_size")
         parts = train.train_test_split(test_size=n, seed=seed)
         train, dd["test"] = parts["train"], parts["test"]
+    if "validation" not in dd and cfg.validation_size == 0:  # asked for: every row trains (fixed budgets only)
+        dd["validation"] = train.select([])
     if "validation" not in dd:
         n = _split_size(cfg.validation_size, len(train))
         if n < 1 or n >= len(train):
@@ -212,12 +214,13 @@ def load_task_data(cfg) -> TaskData:
         raise DistilTuneError(f"the training labels hold a single class {names}", "give data with at least two classes")
     seed = cfg.data_seed if getattr(cfg, "data_seed", None) is not None else cfg.seed
     own_splits = "test" in dd and "validation" in dd
+    none_asked = "validation" not in dd and cfg.validation_size == 0  # an empty validation split, asked for
     enc = {}
     for split, ds in zip(("train", "validation", "test"), _seeded_splits(dd, cfg, seed)):
         ds = ds.select_columns(text_cols + [cfg.label_column])
         if text:
             ds = _with_text(ds, text_cols)
-        if len(ds) == 0:
+        if len(ds) == 0 and not (split == "validation" and none_asked):
             raise DistilTuneError(f"the {split} split has no rows with text in {text_cols}", "check text_column")
         enc[split] = _encode_labels(ds, cfg, task, names, split)
     train, extra = _labelled_and_extra(enc["train"], unlabeled, cfg, text_cols, seed, own_splits)

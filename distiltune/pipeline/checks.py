@@ -25,10 +25,31 @@ def check_config(cfg, problems: Problems) -> None:
         if cfg.student == "from_teacher" and not cfg.teacher:
             raise DistilTuneError("student: from_teacher needs a teacher", "set teacher, or name a pretrained student")
     with problems.check():
+        # here, not in the config's own checks: a stage's arguments are the config with its own num_train_epochs
+        if cfg.distill_stop == "plateau" and cfg.distill_max_epochs is not None and cfg.distill_max_epochs < cfg.num_train_epochs:
+            raise DistilTuneError(f"distill_max_epochs={cfg.distill_max_epochs:g} is below num_train_epochs="
+                                  f"{cfg.num_train_epochs:g}, the length the schedules span",
+                                  "raise distill_max_epochs or lower num_train_epochs")
+    with problems.check():
         if cfg.export_settings:  # before hours of training, not after
             from ..export.onnx import require_runtime
 
             require_runtime()
+
+
+def check_validation(cfg, task) -> None:
+    """Stages that validate while they train (a plateau stop, or the user's eval_strategy) need validation rows."""
+    asks = []
+    if cfg.teacher_stop == "plateau" and task.fine_tunes_teacher():
+        asks.append("teacher_stop: plateau")
+    if cfg.distill_stop == "plateau" and cfg.strategy != "finetune":
+        asks.append("distill_stop: plateau")
+    if str(getattr(cfg.eval_strategy, "value", cfg.eval_strategy)) != "no":
+        asks.append(f"eval_strategy: {getattr(cfg.eval_strategy, 'value', cfg.eval_strategy)}")
+    if asks and len(task.data.validation) == 0:
+        fixed = " and ".join(f"{a.split(':')[0]}: fixed" for a in asks if "_stop" in a)
+        raise DistilTuneError(f"{' and '.join(asks)} validate during training, but the validation split is empty",
+                              "give validation_file, or a validation_size > 0" + (f", or set {fixed}" if fixed else ""))
 
 
 def load_mlm_filler(cfg):
@@ -95,6 +116,8 @@ def plan(cfg, overwrite: bool = False, resume: bool = False, out: str | None = N
     task = build_task(cfg, P, data)
     if task is not None:
         task.check_models(P)
+        with P.check():
+            check_validation(cfg, task)
         if not P.found and cfg.strategy != "finetune" and cfg.teacher:  # terms are checked against models that load
             objectives = cfg.objectives
             task.check_terms(objectives["intermediate"] + objectives["main"], P)

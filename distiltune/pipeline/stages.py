@@ -10,7 +10,7 @@ from typing import Any
 
 from transformers import set_seed
 
-from ..config.keys import TEACHER_KEYS
+from ..config.keys import PLATEAU_KEYS, TEACHER_KEYS
 from ..losses.objective import describe, logits_only, needs, token_terms_error
 from ..models import hf as M
 from ..training.trainer import finetune_objective
@@ -42,8 +42,11 @@ def teacher_stage(ctx) -> Made:
         return Made(loaded.model, loaded.tokenizer, path, M.weights_fingerprint(path),
                     f"given ({cfg.teacher}), not fine-tuned here")
     path = os.path.join(ctx.out, "teacher")
-    fp = train_fp(ctx, {k: getattr(cfg, k) for k in TEACHER_KEYS}, data.fingerprint(("train",)))
-    how = f"{cfg.teacher} fine-tuned on {len(data.train)} labelled rows, {cfg.teacher_num_train_epochs:g} epochs"
+    plateau = cfg.teacher_stop == "plateau"  # then the validation rows choose its epoch too
+    fp = train_fp(ctx, {k: getattr(cfg, k) for k in TEACHER_KEYS}, data.fingerprint(("train", "validation") if plateau else ("train",)))
+    epochs = cfg.teacher_max_epochs if plateau else cfg.teacher_num_train_epochs
+    how = f"{cfg.teacher} fine-tuned on {len(data.train)} labelled rows, " + (
+        f"until its validation {data.metric} stopped improving (at most {epochs:g} epochs)" if plateau else f"{epochs:g} epochs")
     tok = loaded.tokenizer
     if ctx.book.done("teacher", fp, path):
         print(f"[distiltune] reusing the fine-tuned teacher in {path} (inputs unchanged)")
@@ -53,7 +56,7 @@ def teacher_stage(ctx) -> Made:
     set_seed(cfg.seed)
     task.freeze(loaded.model)
     model = train_stage(ctx, "teacher", fp, loaded.model, tok, task.encode(data.train, tok), finetune_objective(),
-                        cfg.teacher_num_train_epochs, cfg.teacher_learning_rate)
+                        epochs, cfg.teacher_learning_rate, plateau=plateau)
     model.requires_grad_(True)
     save_model(ctx, model, tok, "teacher", how)
     ctx.book.mark("teacher", fp, seconds=ctx.records.timings["teacher"])
@@ -108,10 +111,14 @@ def _distil(ctx, teacher: Made, init: Made, fp: str):
         model = train_stage(ctx, "intermediate", fp, model, s_tok, rows, objectives["intermediate"], cfg.intermediate_epochs,
                             cfg.learning_rate, teacher=teacher.model, teacher_tokenizer=teacher.tokenizer,
                             temperature=cfg.temperature_sched)  # a kd term here is softened like the main stage's
-    model = train_stage(ctx, "distill", fp, model, s_tok, rows, objectives["main"], cfg.num_train_epochs, cfg.learning_rate,
-                        teacher=teacher.model, teacher_tokenizer=teacher.tokenizer, temperature=cfg.temperature_sched)
+    plateau = cfg.distill_stop == "plateau"
+    model = train_stage(ctx, "distill", fp, model, s_tok, rows, objectives["main"], cfg.distill_epochs, cfg.learning_rate,
+                        teacher=teacher.model, teacher_tokenizer=teacher.tokenizer, temperature=cfg.temperature_sched,
+                        plateau=plateau, schedule_epochs=cfg.num_train_epochs)
     aug = f", {augmented} augmented" if augmented else ""
-    how = (f"{init.how}, distilled from the teacher on {len(rows)} rows ({len(data.train)} labelled{aug}), "
+    length = (f"until its validation {data.metric} stopped improving (at most {cfg.distill_epochs:g} epochs)" if plateau
+              else f"for {cfg.num_train_epochs:g} epochs")
+    how = (f"{init.how}, distilled from the teacher on {len(rows)} rows ({len(data.train)} labelled{aug}) {length}, "
            f"T {cfg.temperature_sched}, loss {describe(objectives['main'])}")
     if staged:
         how += f"; after {cfg.intermediate_epochs:g} intermediate epochs of {describe(objectives['intermediate'])}"
@@ -130,7 +137,8 @@ STUDENT_STAGES = ("intermediate", "distill", "student_finetune", "student")
 def student_stage(ctx, teacher: Made, init: Made) -> Made:
     """The student: fine-tuned (strategy finetune) or distilled, reused when its inputs are unchanged."""
     cfg, data, task = ctx.cfg, ctx.data, ctx.task
-    fp = run_fp(ctx, teacher.fp, data.fingerprint(("train", "unlabeled")))
+    splits = ("train", "unlabeled", "validation") if cfg.distill_stop == "plateau" else ("train", "unlabeled")
+    fp = run_fp(ctx, teacher.fp, data.fingerprint(splits))
     path = os.path.join(ctx.out, "student")
     if ctx.book.done("student", fp, path):
         print(f"[distiltune] reusing the student in {path} (inputs unchanged)")
@@ -151,16 +159,20 @@ def baseline_stage(ctx, teacher: Made, init: Made) -> Made:
     """The same student init fine-tuned on the labelled rows alone, same epochs: what distillation bought."""
     cfg, data, task = ctx.cfg, ctx.data, ctx.task
     path = os.path.join(ctx.out, "baseline_student")
-    epochs = cfg.num_train_epochs + (cfg.final_finetune_epochs if cfg.strategy == "distill_finetune" else 0)
+    plateau = cfg.distill_stop == "plateau"  # the same stopping rule and ceiling as the student's distillation
+    epochs = cfg.distill_epochs + (cfg.final_finetune_epochs if cfg.strategy == "distill_finetune" else 0)
     origin = teacher.fp if cfg.student == "from_teacher" else cfg.student
-    fp = train_fp(ctx, origin, cfg.student_layers, epochs, cfg.learning_rate, data.fingerprint(("train",)))
+    stop = {k: getattr(cfg, k) for k in PLATEAU_KEYS} if plateau else None
+    fp = train_fp(ctx, origin, cfg.student_layers, epochs, cfg.learning_rate, data.fingerprint(("train", "validation") if plateau else ("train",)), stop)
     if ctx.book.done("baseline_student", fp, path):
         return Made(task.load_trained(path, "baseline student"), init.tokenizer, path, fp)
     model = train_stage(ctx, "baseline_student", fp, init.model, init.tokenizer, task.encode(data.train, init.tokenizer),
-                        finetune_objective(), epochs, cfg.learning_rate)
+                        finetune_objective(), epochs, cfg.learning_rate, plateau=plateau)
+    length = (f"until its validation {data.metric} stopped improving (at most {epochs:g} epochs)" if plateau
+              else f"for {epochs:g} epochs")
     save_model(ctx, model, init.tokenizer, "baseline_student",
-               f"{init.how}, fine-tuned on the {len(data.train)} labelled rows alone for {epochs:g} epochs "
-               "(same init and budget as the student, no teacher): the no-distillation baseline")
+               f"{init.how}, fine-tuned on the {len(data.train)} labelled rows alone {length} "
+               "(same init, epoch budget and stopping rule as the student, no teacher): the no-distillation baseline")
     ctx.book.mark("baseline_student", fp, seconds=ctx.records.timings["baseline_student"])
     return Made(model, init.tokenizer, path, fp)
 

@@ -15,7 +15,7 @@ from ..errors import DistilTuneError
 from ..models import hf as M
 from ..report.build import model_card, write_atomic
 from ..training import checkpoints as CK
-from ..training.callbacks import EpochTimer
+from ..training.callbacks import EpochTimer, PlateauStop
 from ..training.trainer import DistillationTrainer
 from .outputs import fingerprint
 
@@ -31,11 +31,15 @@ def train_fp(ctx, *extra) -> str:
     return fingerprint({k: getattr(ctx.cfg, k) for k in TRAIN_KEYS}, *extra)
 
 
-def training_args(ctx, stage: str, **changes):
-    """The stage's TrainingArguments: the run's, with its own output folder and the task's needs."""
+def training_args(ctx, stage: str, plateau: bool = False, **changes):
+    """The stage's TrainingArguments: the run's, with its own output folder and the task's needs. A
+    stage that stops on a plateau validates and saves every epoch and keeps its best checkpoint."""
     cfg = ctx.cfg
     os.environ["TENSORBOARD_LOGGING_DIR"] = os.path.join(ctx.out, "tensorboard", stage)
-    if cfg.load_best_model_at_end and cfg.best_metric_is_task_metric:
+    if plateau:
+        changes.update(eval_strategy="epoch", save_strategy="epoch", load_best_model_at_end=True,
+                       restore_callback_states_from_checkpoint=True)  # the patience counter survives a resume
+    if (plateau or cfg.load_best_model_at_end) and cfg.best_metric_is_task_metric:
         changes.setdefault("metric_for_best_model", ctx.data.metric)
         changes.setdefault("greater_is_better", True)  # accuracy, f1, matthews, pearson, spearman
     for key, value in ctx.task.training_overrides().items():
@@ -80,33 +84,34 @@ def _last_checkpoint(ctx, stage: str, args) -> str | None:
     return last
 
 
-def _callbacks(ctx) -> list:
+def _callbacks(ctx, plateau: bool) -> list:
     callbacks = [EpochTimer(), *ctx.callbacks]
-    if ctx.cfg.early_stopping_patience:
-        from transformers import EarlyStoppingCallback
-
-        callbacks.append(EarlyStoppingCallback(ctx.cfg.early_stopping_patience))
+    if plateau:
+        callbacks.append(PlateauStop(ctx.cfg.plateau_patience, min_epochs=ctx.cfg.plateau_min_epochs))
     return callbacks
 
 
 def train_stage(ctx, stage: str, fp: str, model, tokenizer, train_ds, objective, epochs: float, lr: float,
-                teacher=None, teacher_tokenizer=None, temperature=None):
+                teacher=None, teacher_tokenizer=None, temperature=None, plateau: bool = False,
+                schedule_epochs: float | None = None):
     """One Trainer run. With --resume it continues from the stage's last checkpoint, but only if
-    that checkpoint was made with the same inputs (``fp``); otherwise it starts afresh."""
+    that checkpoint was made with the same inputs (``fp``); otherwise it starts afresh. With
+    ``plateau`` the stage runs at most ``epochs`` and stops on a validation plateau (keeping its
+    best checkpoint); the loss schedules span ``schedule_epochs`` (default ``epochs``)."""
     task = ctx.task
-    args = training_args(ctx, stage, num_train_epochs=epochs, learning_rate=lr)
+    args = training_args(ctx, stage, plateau=plateau, num_train_epochs=epochs, learning_rate=lr)
     _stamp(args, fp)
     evaluating = str(getattr(args.eval_strategy, "value", args.eval_strategy)) != "no"
-    if evaluating and len(ctx.data.validation) == 0:
-        raise DistilTuneError("validation during training (eval_strategy, load_best_model_at_end or "
-                              "early_stopping_patience) needs validation rows, but the validation split is empty",
-                              "give validation_file, or a validation_size > 0")
-    callbacks = _callbacks(ctx)
+    if evaluating and len(ctx.data.validation) == 0:  # checked before the run began (checks.check_validation)
+        raise DistilTuneError(f"{stage}: validation during training needs validation rows, but the validation split "
+                              "is empty", "give validation_file, or a validation_size > 0")
+    callbacks = _callbacks(ctx, plateau)
     trainer = DistillationTrainer(model=model, args=args, train_dataset=train_ds,
                                   data_collator=task.collator(tokenizer, teacher_tokenizer),
                                   processing_class=tokenizer, teacher=teacher, objective=objective, temperature=temperature,
                                   eval_dataset=task.encode(ctx.data.validation, tokenizer) if evaluating else None,
-                                  compute_metrics=task.compute_metrics if evaluating else None, callbacks=callbacks)
+                                  compute_metrics=task.compute_metrics if evaluating else None, callbacks=callbacks,
+                                  schedule_epochs=schedule_epochs)
     last = _last_checkpoint(ctx, stage, args)
     t0 = time.perf_counter()
     trainer.train(resume_from_checkpoint=last)

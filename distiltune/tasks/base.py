@@ -52,6 +52,11 @@ class Task:
     def check_models(self, problems) -> None:
         """The models against the data from their metadata (config files, weight headers), no weights."""
 
+    def fine_tunes_teacher(self) -> bool:
+        """Whether the run will fine-tune its teacher (for ``finetune_teacher: auto``, when its head is
+        not known to be trained); checked before the run begins."""
+        return bool(self.cfg.teacher) and self.cfg.finetune_teacher != "no"
+
     def check_terms(self, objective: list[tuple], problems) -> None:
         """The distillation terms against the two models, before the teacher is trained or cached."""
 

@@ -52,6 +52,12 @@ class TextClassification(Task):
                 if self._fine_tuned(role, name):  # freezing applies to the model being fine-tuned
                     MF.check_freeze_depth(M.resolve_path(name), name, role, cfg.freeze_layers)
 
+    def fine_tunes_teacher(self) -> bool:
+        try:
+            return bool(self.cfg.teacher) and self._fine_tuned("teacher", self.cfg.teacher)
+        except Exception:  # a missing folder is reported by check_models
+            return super().fine_tunes_teacher()
+
     def _fine_tuned(self, role: str, name: str) -> bool:
         cfg = self.cfg
         if role == "student":

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from transformers import TrainerCallback
+from transformers import EarlyStoppingCallback, TrainerCallback
 
 
 class EpochTimer(TrainerCallback):
@@ -30,6 +30,28 @@ class EpochTimer(TrainerCallback):
             self.seconds.append(self._now() - self._t0)
             state.log_history.append({"epoch": round(state.epoch or 0.0, 4), "step": state.global_step,
                                       "epoch_seconds": round(self.seconds[-1], 4)})
+
+
+class PlateauStop(EarlyStoppingCallback):
+    """Stop a stage once its validation metric has not set a new best for ``early_stopping_patience``
+    evaluations, but never before ``min_epochs`` (the floor): the Trainer's early stopping plus a floor.
+    Its counter is saved in each checkpoint and restored on resume (restore_callback_states_from_checkpoint),
+    so a resumed stage stops where an uninterrupted one would."""
+
+    def __init__(self, early_stopping_patience: int = 1, early_stopping_threshold: float | None = 0.0,
+                 min_epochs: float = 0.0):
+        super().__init__(early_stopping_patience, early_stopping_threshold)
+        self.min_epochs = min_epochs
+
+    def on_evaluate(self, args, state, control, metrics, **kwargs):
+        super().on_evaluate(args, state, control, metrics, **kwargs)
+        if (state.epoch or 0.0) < self.min_epochs - 1e-6:
+            control.should_training_stop = False
+
+    def state(self) -> dict:
+        saved = super().state()
+        saved["args"]["min_epochs"] = self.min_epochs
+        return saved
 
 
 class _ZeroTermGrads(TrainerCallback):

@@ -23,7 +23,7 @@ from .sampler import EpochSeededLengthSampler
 from ..errors import DistilTuneError
 from ..losses import LossTerm, build_term
 from ..losses.objective import Weight, distill_objective, finetune_objective, normalise_entry
-from ..schedules import Schedule
+from ..schedules import Schedule, spanned
 
 __all__ = ["DistillationTrainer", "Weight", "distill_objective", "finetune_objective"]
 
@@ -43,8 +43,9 @@ class DistillationTrainer(Trainer):
     TERMS_FILE = "distill_terms.safetensors"
 
     def __init__(self, *args, teacher: nn.Module | None = None, objective=None,
-                 temperature: Weight | None = None, **kwargs):
+                 temperature: Weight | None = None, schedule_epochs: float | None = None, **kwargs):
         super().__init__(*args, **kwargs)
+        self.schedule_epochs = schedule_epochs
         self.objective = [normalise_entry(o) for o in (objective or finetune_objective())]
         keys = [key for key, *_ in self.objective]
         if len(set(keys)) != len(keys):
@@ -186,8 +187,12 @@ class DistillationTrainer(Trainer):
 
     # ---- schedules ----
     def progress(self) -> tuple[int, int, float, float]:
+        """(step, steps the schedules span, epoch, epochs they span). Schedules span ``schedule_epochs``
+        when given (a stage that may run past its planned length to a validation plateau): past it,
+        progress is clipped at 1 and every schedule holds its end value."""
         s = self.state
-        return s.global_step, max(s.max_steps, 1), float(s.epoch or 0.0), float(s.num_train_epochs or 1)
+        steps, epochs = spanned(s.max_steps, float(s.num_train_epochs or 1), self.schedule_epochs)
+        return s.global_step, steps, float(s.epoch or 0.0), epochs
 
     def current_values(self) -> dict[str, float]:
         p = self.progress()
