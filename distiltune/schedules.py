@@ -76,6 +76,15 @@ class Schedule:
             progress = step / max(max_steps, 1)
         return float(_CURVES[self.kind](self.start, end, progress))
 
+    def __str__(self) -> str:
+        """In words, as the report prints it: ``linear 4.0 → 1.0 by step``, ``constant 0.5``."""
+        if self.kind == "list":
+            return "per epoch " + ", ".join(str(float(v)) for v in self.values)
+        end = self.start if self.end is None else self.end
+        if self.kind == "constant" or end == self.start:
+            return f"constant {float(self.start)}"
+        return f"{self.kind} {float(self.start)} → {float(end)} by {self.unit}"
+
     def extremes(self) -> tuple[float, float]:
         """Smallest and largest value the schedule can take (for range checks)."""
         pts = list(self.values) if self.kind == "list" else [self.start, self.start if self.end is None else self.end]

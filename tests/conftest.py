@@ -144,6 +144,7 @@ TIER_OF = {
     "test_config.py": "unit",
     "test_config_fuzz.py": "unit",
     "test_data.py": "unit",
+    "test_diagnostics.py": "unit",        # the report's checks on synthetic reports and log histories
     "test_features.py": "unit",
     "test_host_syncs.py": "unit",
     "test_layout.py": "unit",             # import graph and file sizes

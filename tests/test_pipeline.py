@@ -37,7 +37,9 @@ def test_distilled_student_beats_no_teacher_baseline(distill_run):
     for name in ("teacher", "student", "baseline_student"):
         assert set(m[name]) >= {"metric", "params", "size_mb", "latency_ms_p50", "latency_ms_p95", "throughput_sps"}
     assert m["student"]["params"] < m["teacher"]["params"]
+    counts = report["data"].pop("class_counts")
     assert report["data"] == {"labelled": 40, "unlabeled": 560, "validation": 60, "test": 300}
+    assert sum(counts.values()) == 40 and set(counts) == {"neg", "pos"}
 
 
 def test_run_writes_standard_model_folders_and_logs(distill_run):
@@ -294,3 +296,21 @@ def test_compare_fine_tunes_an_untrained_teacher_once(tmp_path, task_files, base
     r = json.loads((out / "compare.json").read_text())
     assert r["teacher"]["fine_tuned_here"] and (out / "teacher_run" / "teacher" / "model.safetensors").is_file()
     assert "teacher: " + str(out / "teacher_run" / "teacher") in (out / "distill-seed0" / "config.yaml").read_text()
+
+
+def test_report_has_per_class_scores_the_majority_class_and_schedules_in_words(distill_run):
+    report = json.loads((distill_run / "report.json").read_text())
+    for name, classes in report["per_class"].items():
+        support = sum(c["support"] for c in classes.values())
+        # recall weighted by support is accuracy; the per-class F1s average to the macro-F1 of the table
+        acc = sum(c["recall"] * c["support"] for c in classes.values()) / support
+        assert acc == pytest.approx(report["models"][name]["metrics"]["accuracy"], abs=1e-5)
+        assert sum(c["f1"] for c in classes.values()) / len(classes) == pytest.approx(
+            report["models"][name]["metrics"]["f1"], abs=1e-5)
+    mb = report["majority_baseline"]
+    assert mb["label"] in ("neg", "pos") and 0.3 < mb["metric"] < 0.7
+    assert report["schedules"]["temperature"] == "linear 4.0 → 1.0 by step"
+    md = (distill_run / "report.md").read_text()
+    assert "| model | accuracy | macro-F1 |" in md and "## Diagnostics" in md
+    assert "Schedules: temperature linear 4.0 → 1.0 by step, distill_weight linear 0.9 → 0.2 by step." in md
+    assert [d["check"] for d in report["diagnostics"]] == []  # a teacher at 0.99 and a student that learned: nothing off

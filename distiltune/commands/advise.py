@@ -235,13 +235,42 @@ def advice_text(r: dict) -> str:
     return "\n".join(lines)
 
 
+def run_diagnostics(run_dir: str) -> list[dict]:
+    """The report's diagnostics, computed again from a finished run's report.json and stage logs (so a
+    run made before a check existed gets it too)."""
+    import json
+    import os
+
+    from ..report.diagnostics import diagnose
+    from ..report.plots import read_histories
+
+    path = os.path.join(run_dir, "report.json")
+    if not os.path.isfile(path):
+        raise DistilTuneError(f"--run {run_dir}: no report.json there (not a finished run's output_dir)",
+                              "give the output_dir of a run that finished, e.g. runs/demo")
+    try:
+        with open(path) as f:
+            report = json.load(f)
+    except (OSError, ValueError) as e:
+        raise DistilTuneError(f"--run {run_dir}: report.json cannot be read ({e})", "rerun the run, or --resume it") from None
+    return diagnose(report, read_histories(os.path.join(run_dir, "logs")))
+
+
+def diagnostics_text(run_dir: str, found: list[dict]) -> str:
+    if not found:
+        return f"{run_dir}: no diagnostic fired"
+    return "\n".join([f"{run_dir}: {len(found)} diagnostic(s)"] + [f"- {d['line']}" for d in found])
+
+
 def cli(argv: list[str]) -> int:
     import json
 
 
     p = Args(prog="distiltune advise", description="Measure the teacher and smaller student shapes here; recommend a "
               "shape and a strategy (finetune, distill, distill_finetune) for your budget.")
-    p.add_argument("--teacher", required=True, help="Teacher folder, hub name or demo:all-mpnet-base-v2.")
+    p.add_argument("--teacher", help="Teacher folder, hub name or demo:all-mpnet-base-v2.")
+    p.add_argument("--run", help="A finished run's output_dir: print its diagnostics (what is off, and the fix) "
+                                 "instead of measuring shapes.")
     p.add_argument("--latency-ms", type=float, help="Latency budget at batch 1 on this machine (p50, ms).")
     p.add_argument("--size-mb", type=float, help="Size budget on disk (MB; int8 export counts ~1 byte per parameter).")
     p.add_argument("--labelled", type=int, help="Labelled training rows you have.")
@@ -250,6 +279,14 @@ def cli(argv: list[str]) -> int:
     p.add_argument("--seq-len", type=int, default=32, help="Typical input length in tokens (default 32).")
     p.add_argument("--json", action="store_true", help="Print the result as JSON.")
     a = p.parse_args(argv)
+    if a.run is not None:
+        found = run_diagnostics(a.run)
+        print(json.dumps(found, indent=2) if a.json else diagnostics_text(a.run, found))
+        return 0
+    if a.teacher is None:
+        raise DistilTuneError("advise needs --teacher (to measure student shapes) or --run (a finished run to diagnose)",
+                              "e.g. distiltune advise --teacher demo:all-mpnet-base-v2 --latency-ms 10, or "
+                              "distiltune advise --run runs/demo")
     r = advise(a.teacher, a.latency_ms, a.size_mb, a.labelled, a.unlabeled, a.train_hours, a.seq_len)
     print(json.dumps(r, indent=2) if a.json else advice_text(r))
     return 0

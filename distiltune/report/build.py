@@ -78,6 +78,11 @@ def build_report(cfg, data, results: dict, timings: dict) -> dict:
                         "metric_precision": "bf16 autocast" if cfg.bf16 else "fp32"},
         "timings_s": {k: round(v, 1) for k, v in timings.items()},
     }
+    report["logit_term"] = cfg.logit_loss
+    if data.task_type == "classification" and data.label_names:
+        classes = class_summary(data, results)
+        report["data"].update(classes.pop("data"))
+        report.update(classes)
     if "student_onnx" in results:
         import onnxruntime
 
@@ -86,6 +91,36 @@ def build_report(cfg, data, results: dict, timings: dict) -> dict:
             f"student_onnx / student_int8 run in onnxruntime {onnxruntime.__version__} (CPU provider, "
             f"{torch.get_num_threads()} intra-op threads, no thread spinning), timed in turn with the PyTorch models on the same rows")
     return report
+
+
+def class_summary(data, results: dict) -> dict:
+    """Classification: labelled rows per class, the test metric of always predicting the most frequent
+    training class, and each model's per-class precision, recall and F1 on the test rows (scikit-learn)."""
+    from sklearn.metrics import precision_recall_fscore_support
+
+    from ..tasks.metrics import task_metrics
+
+    names = list(data.label_names)
+    counts = np.bincount(np.asarray(data.train["labels"]), minlength=len(names))
+    out = {"data": {"class_counts": {n: int(c) for n, c in zip(names, counts)}}}
+    scored = next((r for r in results.values() if "_labels" in r), None)
+    test = np.asarray(scored["_labels"]) if scored is not None else np.asarray(data.test["labels"])
+    majority = int(np.argmax(counts))
+    always = np.zeros((len(test), len(names)))
+    always[:, majority] = 1.0
+    out["majority_baseline"] = {"label": names[majority],
+                                "metric": round(task_metrics(always, test, "classification")[data.metric], 6)}
+    per_class = {}
+    for name, r in results.items():
+        if r.get("_logits") is None or r.get("_labels") is None:
+            continue
+        p, rec, f1, support = precision_recall_fscore_support(
+            np.asarray(r["_labels"]), np.asarray(r["_logits"]).argmax(-1), labels=list(range(len(names))), zero_division=0)
+        per_class[name] = {n: {"precision": round(float(a), 6), "recall": round(float(b), 6), "f1": round(float(c), 6),
+                               "support": int(d)} for n, a, b, c, d in zip(names, p, rec, f1, support)}
+    if per_class:
+        out["per_class"] = per_class
+    return out
 
 
 def export_summary(results: dict) -> dict:
@@ -110,16 +145,29 @@ def export_summary(results: dict) -> dict:
 
 def to_markdown(report: dict) -> str:
     m = report["metric"]
+    macro = m == "accuracy" and "per_class" in report  # classification: macro-F1 beside accuracy
     lines = [f"# distiltune report: {report['strategy']}", "",
              f"Task: {report['task']}. Data: {report['data']['labelled']} labelled, {report['data']['unlabeled']} unlabeled "
              f"training rows; {report['data']['test']} test rows.", "",
-             f"| model | {m} | params (M) | size (MB) | latency p50 / p95 (ms) | throughput (samples/s) |",
-             "|---|---|---|---|---|---|"]
+             f"| model | {m} |" + (" macro-F1 |" if macro else "") +
+             " params (M) | size (MB) | latency p50 / p95 (ms) | throughput (samples/s) |",
+             "|---|---|" + ("---|" if macro else "") + "---|---|---|---|"]
     for name, r in report["models"].items():
         size = _num(r["size_mb"]) if r.get("size_mb") else "-"
-        lines.append(f"| {name} | {r['metric']:.4f} | {_num(r['params'] / 1e6)} | {size} | "
+        f1 = r.get("metrics", {}).get("f1")
+        extra = (f" {f1:.4f} |" if f1 is not None else " - |") if macro else ""
+        lines.append(f"| {name} | {r['metric']:.4f} |{extra} {_num(r['params'] / 1e6)} | {size} | "
                      f"{r['latency_ms_p50']:.1f} / {r['latency_ms_p95']:.1f} | {r['throughput_sps']:.1f} |")
     lines.append("")
+    if report.get("majority_baseline"):
+        mb = report["majority_baseline"]
+        lines += [f"Always predicting the most frequent training class ('{mb['label']}') scores {m} {mb['metric']:.4f}.", ""]
+    found = report.get("diagnostics")
+    if found is not None:
+        lines += ["## Diagnostics", ""] + ([f"- {d['line']}" for d in found] if found else
+                                           ["- none fired (teacher vs students, stages still improving at their end, "
+                                            "over-fitting, a KD term that did not fall, a teacher near the majority "
+                                            "class, class imbalance under accuracy)"]) + [""]
     fmt = {"retention": "student metric / teacher metric: {:.1%}", "speedup": "batch-1 speed-up over the teacher: {:.2f}x",
            "compression": "teacher params / student params: {:.2f}x",
            "gain_over_baseline": "student minus baseline student (no teacher): {:+.4f}"}
@@ -181,6 +229,8 @@ def to_html(report: dict, out: str) -> str:
             table = []
         if line.startswith("# "):
             body.append(f"<h1>{html.escape(line[2:])}</h1>")
+        elif line.startswith("## "):
+            body.append(f"<h2>{html.escape(line[3:])}</h2>")
         elif line.startswith("- "):
             body.append(f"<li>{html.escape(line[2:])}</li>")
         elif line.startswith("!["):
@@ -206,9 +256,14 @@ def write_report(out: str, cfg, data, results: dict, timings: dict, logs_dir: st
     """report.json, report.md and a self-contained report.html, with the plots in ``out/plots``."""
     from .plots import write_plots
 
+    from .diagnostics import diagnose
+    from .plots import read_histories
+
     report = build_report(cfg, data, results, timings)
     if selection:
         report["checkpoint_selection"] = selection
+    if logs_dir is not None:  # a run's report (not distiltune evaluate's): the checks of report.diagnostics
+        report["diagnostics"] = diagnose(report, read_histories(logs_dir))
     # the labels the models were scored against (per word, padded, for token classification)
     scored = next((r["_labels"] for n in ("student", *results) if n in results for r in [results[n]] if "_labels" in r), None)
     labels = scored if scored is not None else (np.asarray(data.test["labels"]) if "labels" in data.test.column_names else None)
@@ -221,7 +276,7 @@ def write_report(out: str, cfg, data, results: dict, timings: dict, logs_dir: st
 
 def write_atomic(path: str, text: str) -> None:
     """Temp file + rename: a reader never sees half a report."""
-    with open(path + ".tmp", "w") as f:
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
         f.write(text)
     os.replace(path + ".tmp", path)
 

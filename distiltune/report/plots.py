@@ -42,6 +42,7 @@ def _scatter(models: dict, key: str, xlabel: str, title: str, metric: str, path:
         ax.plot([points[n][0] for n in front], [points[n][1] for n in front], "--", color="black", lw=1,
                 label="Pareto front", zorder=2)
     ax.set_xscale("log")
+    _plain_log_ticks(ax, [x for x, _ in points.values()])
     ax.set_xlabel(xlabel)
     ax.set_ylabel(f"test {metric}")
     ax.set_title(title)
@@ -50,6 +51,32 @@ def _scatter(models: dict, key: str, xlabel: str, title: str, metric: str, path:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+NICE = (1, 2, 3, 5)
+
+
+def nice_ticks(lo: float, hi: float) -> list[float]:
+    """1-2-3-5 steps per decade covering [lo, hi], at most about 8 of them: tick values a person reads
+    at a glance on a log axis (3, 5, 10, 20 ms), instead of matplotlib's 3x10^0 minor labels."""
+    if not (lo > 0 and hi > 0):
+        return []
+    ticks = [m * 10.0 ** e for e in range(int(np.floor(np.log10(lo))) - 1, int(np.ceil(np.log10(hi))) + 1) for m in NICE]
+    inside = [t for t in ticks if lo / 1.3 <= t <= hi * 1.3]
+    while len(inside) > 8:  # wide ranges: keep every other tick
+        inside = inside[::2]
+    return inside
+
+
+def _plain_log_ticks(ax, xs: list[float]) -> None:
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+
+    ticks = nice_ticks(min(xs), max(xs)) if xs else []
+    if not ticks:
+        return
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
 
 
 def _curves(histories: dict[str, list[dict]], metric: str, path: str) -> bool:
