@@ -1,4 +1,4 @@
-"""CoNLL-2003 NER and SQuAD v1.1 QA, the DistilBERT/TinyBERT tasks, over several seeds.
+"""CoNLL-2003 NER and SQuAD v1.1 QA, the DistilBERT/TinyBERT tasks (or any config file), over several seeds.
 
 Runs ``examples/ner.yaml`` or ``examples/qa.yaml`` (teacher all-mpnet-base-v2 -> student
 all-MiniLM-L6-v2, taught across tokenizers) once per seed and prints teacher, student and baseline
@@ -10,6 +10,7 @@ same tokenizer as the teacher: token positions align), for the cross- vs same-to
     python benchmarks/ner_qa.py ner --seeds 42 43 44              # the subset config, 3 seeds (~10 min each)
     python benchmarks/ner_qa.py qa --full --seeds 42              # SQuAD at full size
     python benchmarks/ner_qa.py ner --student from_teacher --teacher runs/ner/teacher   # reuse a fine-tuned teacher
+    python benchmarks/ner_qa.py examples/demo.yaml --seeds 42 43 44   # any config: the demo, your own task
 
 Each seed's run folder is ``<out>/<seed>``; a finished one is reused (``--resume``).
 """
@@ -33,7 +34,8 @@ def run_seed(task: str, seed: int, out: str, full: bool, student: str | None, te
     from distiltune.pipeline.outputs import holds_run
     from distiltune.pipeline.run import run_pipeline
 
-    values = read_yaml(os.path.join(os.path.dirname(__file__), "..", EXAMPLES[task]))
+    path = os.path.join(os.path.dirname(__file__), "..", EXAMPLES[task]) if task in EXAMPLES else task
+    values = read_yaml(path)
     if full:
         for k in CAPS:
             values.pop(k, None)
@@ -60,7 +62,7 @@ def mean_std(values: list[float]) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("task", choices=sorted(EXAMPLES))
+    p.add_argument("task", help="ner, qa, or the path of a config file (YAML)")
     p.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
     p.add_argument("--full", action="store_true", help="no caps on labels, unlabeled rows and test rows")
     p.add_argument("--student", help="e.g. from_teacher (default: the example's MiniLM)")
@@ -72,7 +74,8 @@ def main() -> None:
     import yaml
 
     extra = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in a.set)}
-    out = a.out or f"runs/bench_{a.task}{'_full' if a.full else ''}{'_' + a.student if a.student else ''}"
+    name = a.task if a.task in EXAMPLES else os.path.splitext(os.path.basename(a.task))[0]
+    out = a.out or f"runs/bench_{name}{'_full' if a.full else ''}{'_' + a.student if a.student else ''}"
     reports = {s: run_seed(a.task, s, os.path.join(out, str(s)), a.full, a.student, a.teacher, extra) for s in a.seeds}
     metric = next(iter(reports.values()))["metric"]
     rows = {name: [r["models"][name]["metric"] for r in reports.values() if name in r["models"]]
@@ -83,7 +86,12 @@ def main() -> None:
                "gain_over_baseline": mean_std([r["gain_over_baseline"] for r in reports.values()
                                                if r.get("gain_over_baseline") is not None]),
                "speedup": mean_std([r["speedup"] for r in reports.values() if r.get("speedup") is not None]),
-               "wall_s": mean_std([r["wall_s"] for r in reports.values()])}
+               "wall_s": mean_std([r["wall_s"] for r in reports.values()]),
+               # the epochs each plateau stage kept / ran, per seed
+               "epochs": {s: {stage: f"{c['best_epoch']:g} of {c['epochs_run']:g}"
+                              for stage, c in r.get("checkpoint_selection", {}).items() if c.get("best_epoch")}
+                          for s, r in reports.items()},
+               "diagnostics": {s: [d["check"] for d in r.get("diagnostics", [])] for s, r in reports.items()}}
     print(json.dumps(summary, indent=1))
     with open(os.path.join(out, "summary.json"), "w") as f:
         json.dump({"summary": summary, "per_seed": {s: {n: r["models"][n]["metric"] for n in r["models"]}

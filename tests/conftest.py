@@ -172,6 +172,10 @@ TIER_OF = {
     "test_distributed.py": "e2e",         # two processes (torchrun, accelerate)
     "test_export.py": "e2e",
     "test_kill_resume.py": "e2e",
+    "test_online_teacher.py": "e2e",      # online teacher: runs, a kill and --resume
+    "test_online_teacher.py::test_the_teacher_learns_from_labels_only": "unit",
+    "test_online_teacher.py::test_the_teacher_gets_its_own_optimizer_group": "unit",
+    "test_online_teacher.py::test_online_teacher_settings_are_checked_before_anything_is_written": "unit",
     "test_plateau.py": "e2e",             # plateau stops: runs on the tiny task, a kill and --resume
     "test_plateau.py::test_plateau_rule_counts_patience_and_waits_for_the_floor": "unit",
     "test_plateau.py::test_plateau_rule_state_survives_a_checkpoint": "unit",

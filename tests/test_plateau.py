@@ -233,4 +233,4 @@ def run_outcome(out) -> dict:
         tensors = load_file(str(out / model / "model.safetensors"))
         weights[model] = hashlib.sha256(b"".join(tensors[k].numpy().tobytes() for k in sorted(tensors))).hexdigest()
     return {"metrics": {n: r["metrics"] for n, r in report["models"].items()}, "logs": logs, "weights": weights,
-            "selection": report["checkpoint_selection"]}
+            "selection": report.get("checkpoint_selection")}

@@ -226,3 +226,11 @@ def test_token_level_terms_across_tokenizers_are_refused_before_any_work(qa, tmp
     err = errors(capsys)
     assert len(err) == 1 and "tokenizers differ" in err[0] and "from_teacher" in err[0], err
     assert not out.exists()
+
+
+def test_an_online_teacher_is_refused_for_qa(qa, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["run", *args(qa, out, "--online_teacher_lr", "1e-4")]) == 2
+    err = errors(capsys)
+    assert len(err) == 1 and "task_type question_answering: online_teacher_lr" in err[0], err
+    assert not out.exists()

@@ -238,6 +238,14 @@ def test_a_text_classifier_given_to_token_classification_is_refused(ner, tmp_pat
     assert not out.exists()
 
 
+def test_an_online_teacher_is_refused_for_tagging(ner, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["run", *args(ner, out, "--online_teacher_lr", "1e-4")]) == 2
+    err = capsys.readouterr().err
+    assert "task_type token_classification: online_teacher_lr" in err and "remove online_teacher_lr" in err
+    assert not out.exists()
+
+
 # ---- e2e ----
 
 @pytest.fixture(scope="module")

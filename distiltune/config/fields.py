@@ -130,6 +130,12 @@ class StrategyArguments:
                                           "cached like any row's); default 1 when augment is set.")
     augment_prob: float = _f(0.15, "Chance that each word of a text is changed by the augmentation (at least one is).")
     augment_mlm_model: str | None = _f(None, "Masked LM for augment 'mlm' (default: the teacher, if it has an MLM head).")
+    online_teacher_lr: float | None = _f(None, "Dynamic KD with a teacher that adapts while it teaches: during distillation "
+                                               "the teacher keeps fine-tuning on each batch's labelled rows at this learning "
+                                               "rate (e.g. 1e-5) and the student learns from its current outputs. The teacher "
+                                               "cache is off for that stage (the outputs change every step); the report's "
+                                               "teacher is the one before distillation. Sequence classification and "
+                                               "regression on transformers.")
     teacher_cache: bool = _f(True, "Compute teacher logits once per (teacher, data, tokenisation) and reuse them every "
                                    "epoch and stage (Arrow on disk, keyed by example; --no_teacher_cache: teacher every step).")
     teacher_cache_topk: int | None = _f(None, "Cache only the k largest teacher logits per row plus one tail value (large "

@@ -40,6 +40,9 @@ def check_values(cfg) -> list[str]:
     from ..data.augment import check_options as check_augment
 
     errors += check_augment(cfg.augment, cfg.augment_factor, cfg.augment_prob)
+    if cfg.online_teacher_lr is not None and not cfg.online_teacher_lr > 0:
+        errors.append(f"online_teacher_lr={cfg.online_teacher_lr} must be > 0 (e.g. 1e-5), or leave it unset for a "
+                      "fixed teacher")
     if cfg.teacher_cache_topk is not None and cfg.teacher_cache_topk < 1:
         errors.append(f"teacher_cache_topk={cfg.teacher_cache_topk} must be >= 1 (or leave it unset for full logits)")
     for name in ("latency_samples", "throughput_batch_size", "per_device_train_batch_size"):

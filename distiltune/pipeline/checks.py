@@ -31,6 +31,10 @@ def check_config(cfg, problems: Problems) -> None:
                                   f"{cfg.num_train_epochs:g}, the length the schedules span",
                                   "raise distill_max_epochs or lower num_train_epochs")
     with problems.check():
+        if cfg.online_teacher_lr is not None and cfg.strategy == "finetune":
+            raise DistilTuneError("online_teacher_lr is set but strategy 'finetune' has no distillation for the teacher "
+                                  "to adapt in", "use strategy distill or distill_finetune, or drop online_teacher_lr")
+    with problems.check():
         if cfg.export_settings:  # before hours of training, not after
             from ..export.onnx import require_runtime
 

@@ -4,6 +4,7 @@ function of the run's state (:class:`~distiltune.pipeline.context.RunContext`) a
 it made; a finished stage whose inputs are unchanged is reused on --resume."""
 from __future__ import annotations
 
+import copy
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -101,7 +102,8 @@ def _distil(ctx, teacher: Made, init: Made, fp: str):
     """intermediate -> distil -> (student fine-tune); returns the student and how it was made."""
     cfg, data, s_tok = ctx.cfg, ctx.data, init.tokenizer
     objectives, restore = prepare_terms(ctx, teacher, init)
-    live = not all(logits_only(objectives["intermediate"] + objectives["main"]))
+    online = cfg.online_teacher_lr is not None  # the teacher adapts while it teaches: no cache, its own copy
+    live = online or not all(logits_only(objectives["intermediate"] + objectives["main"]))
     rows, augmented = distil_rows(ctx, teacher.model, s_tok, teacher.tokenizer, teacher.fp, live=live)
     model = init.model
     staged = objectives["intermediate"] and cfg.intermediate_epochs > 0
@@ -112,14 +114,19 @@ def _distil(ctx, teacher: Made, init: Made, fp: str):
                             cfg.learning_rate, teacher=teacher.model, teacher_tokenizer=teacher.tokenizer,
                             temperature=cfg.temperature_sched)  # a kd term here is softened like the main stage's
     plateau = cfg.distill_stop == "plateau"
+    teaching = copy.deepcopy(teacher.model) if online else teacher.model  # the report keeps the fine-tuned teacher
     model = train_stage(ctx, "distill", fp, model, s_tok, rows, objectives["main"], cfg.distill_epochs, cfg.learning_rate,
-                        teacher=teacher.model, teacher_tokenizer=teacher.tokenizer, temperature=cfg.temperature_sched,
-                        plateau=plateau, schedule_epochs=cfg.num_train_epochs)
+                        teacher=teaching, teacher_tokenizer=teacher.tokenizer, temperature=cfg.temperature_sched,
+                        plateau=plateau, schedule_epochs=cfg.num_train_epochs, online_teacher_lr=cfg.online_teacher_lr)
+    if online:
+        del teaching
     aug = f", {augmented} augmented" if augmented else ""
     length = (f"until its validation {data.metric} stopped improving (at most {cfg.distill_epochs:g} epochs)" if plateau
               else f"for {cfg.num_train_epochs:g} epochs")
     how = (f"{init.how}, distilled from the teacher on {len(rows)} rows ({len(data.train)} labelled{aug}) {length}, "
            f"T {cfg.temperature_sched}, loss {describe(objectives['main'])}")
+    if online:
+        how += f"; the teacher kept fine-tuning on the labelled rows at {cfg.online_teacher_lr:g} while it taught"
     if staged:
         how += f"; after {cfg.intermediate_epochs:g} intermediate epochs of {describe(objectives['intermediate'])}"
     if cfg.strategy == "distill_finetune" and cfg.final_finetune_epochs > 0:

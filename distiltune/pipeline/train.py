@@ -93,7 +93,7 @@ def _callbacks(ctx, plateau: bool) -> list:
 
 def train_stage(ctx, stage: str, fp: str, model, tokenizer, train_ds, objective, epochs: float, lr: float,
                 teacher=None, teacher_tokenizer=None, temperature=None, plateau: bool = False,
-                schedule_epochs: float | None = None):
+                schedule_epochs: float | None = None, online_teacher_lr: float | None = None):
     """One Trainer run. With --resume it continues from the stage's last checkpoint, but only if
     that checkpoint was made with the same inputs (``fp``); otherwise it starts afresh. With
     ``plateau`` the stage runs at most ``epochs`` and stops on a validation plateau (keeping its
@@ -111,7 +111,7 @@ def train_stage(ctx, stage: str, fp: str, model, tokenizer, train_ds, objective,
                                   processing_class=tokenizer, teacher=teacher, objective=objective, temperature=temperature,
                                   eval_dataset=task.encode(ctx.data.validation, tokenizer) if evaluating else None,
                                   compute_metrics=task.compute_metrics if evaluating else None, callbacks=callbacks,
-                                  schedule_epochs=schedule_epochs)
+                                  schedule_epochs=schedule_epochs, online_teacher_lr=online_teacher_lr)
     last = _last_checkpoint(ctx, stage, args)
     t0 = time.perf_counter()
     trainer.train(resume_from_checkpoint=last)

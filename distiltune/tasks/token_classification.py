@@ -65,6 +65,9 @@ class TokenClassification(TextClassification):
              "token classification caches a few tags per word in full", "remove teacher_cache_topk"),
             (bool(cfg.augment), "augment edits the words of a text, which would shift the tags of a tagged sentence",
              "remove augment (unlabeled sentences, unlabeled_file, give the student more rows to learn from)"),
+            (cfg.online_teacher_lr is not None, "online_teacher_lr (a teacher that keeps learning while it teaches) "
+             "is built for sequence classification: the teacher is read per word on its own tokens, so its loss on the student's labels is not defined",
+             "remove online_teacher_lr"),
             (bool(cfg.text_pair_column), "token classification reads one list of words per row, not text pairs",
              "remove text_pair_column"),
         ]

@@ -13,9 +13,11 @@ from ..models.inference import gather_words
 from .monitor import check_alignment
 
 
-def forward_all(model, teacher, inputs: dict, terms: list, temperature: float = 1.0, hook_model=None):
+def forward_all(model, teacher, inputs: dict, terms: list, temperature: float = 1.0, hook_model=None,
+                teacher_learns: bool = False):
     """Student and (if needed) teacher outputs with what ``terms`` read, plus the batch dict
-    (labels, attention masks). Pops the label, cached and ``teacher_*`` columns from ``inputs``."""
+    (labels, attention masks). Pops the label, cached and ``teacher_*`` columns from ``inputs``.
+    ``teacher_learns`` (an online teacher): the teacher always runs, with gradients."""
     batch = {"labels": inputs.pop("labels", None)}
     words = inputs.pop("word_index", None)  # word-level tasks: logits are read at each word's first sub-token
     span_mask = inputs.pop("span_mask", None)  # extractive QA: where an answer may start or end
@@ -42,15 +44,15 @@ def forward_all(model, teacher, inputs: dict, terms: list, temperature: float = 
     if cached is not None and span_mask is not None:
         cached = teacher_spans(cached, span_mask, temperature)
     teaching = [t for t in terms if t.needs_teacher]
-    if teaching:
-        if cached is not None and all(t.uses_logits_only for t in teaching):
+    if teaching or teacher_learns:
+        if cached is not None and all(t.uses_logits_only for t in teaching) and not teacher_learns:
             teacher_out = FT.Outputs(logits=cached)
         else:
             if teacher is None:
                 raise DistilTuneError("a loss term needs the teacher's features but no teacher was given",
                                       "pass teacher=<model>")
             check_alignment([t for t in teaching if t.token_level], inputs, teacher_inputs)
-            with torch.no_grad():
+            with torch.set_grad_enabled(teacher_learns):
                 teacher_out = FT.forward(teacher, teacher_inputs or inputs, t_req.hidden_states, t_req.attentions,
                                          t_req.modules, "teacher")
             if words is not None:

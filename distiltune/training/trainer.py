@@ -21,7 +21,7 @@ from .forward import eval_forward, forward_all
 from .monitor import GradSpikes, NonFiniteGuard, TermSums
 from .sampler import EpochSeededLengthSampler
 from ..errors import DistilTuneError
-from ..losses import LossTerm, build_term
+from ..losses import LossTerm, build_term, hard_label_loss
 from ..losses.objective import Weight, distill_objective, finetune_objective, normalise_entry
 from ..schedules import Schedule, spanned
 
@@ -42,10 +42,17 @@ class DistillationTrainer(Trainer):
 
     TERMS_FILE = "distill_terms.safetensors"
 
+    TEACHER_FILE = "online_teacher.safetensors"
+
     def __init__(self, *args, teacher: nn.Module | None = None, objective=None,
-                 temperature: Weight | None = None, schedule_epochs: float | None = None, **kwargs):
+                 temperature: Weight | None = None, schedule_epochs: float | None = None,
+                 online_teacher_lr: float | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.schedule_epochs = schedule_epochs
+        # An online teacher keeps learning the labels while it teaches (dynamic KD): its own CE on the
+        # batch's labelled rows joins the loss; the KD terms read its outputs detached, so the student
+        # never pulls the teacher towards itself.
+        self.online_teacher_lr = online_teacher_lr if teacher is not None else None
         self.objective = [normalise_entry(o) for o in (objective or finetune_objective())]
         keys = [key for key, *_ in self.objective]
         if len(set(keys)) != len(keys):
@@ -55,8 +62,8 @@ class DistillationTrainer(Trainer):
         self.temperature = temperature or Schedule("constant", 1.0)
         self.teacher = teacher
         if teacher is not None:
-            teacher.eval()
-            teacher.requires_grad_(False)  # no gradient state for the teacher
+            teacher.train(self.online_teacher_lr is not None)
+            teacher.requires_grad_(self.online_teacher_lr is not None)  # a frozen teacher keeps no gradient state
             teacher.to(self.args.device)
         if teacher is None:
             live = [k for k, t in self.terms.items() if t.needs_teacher and not (t.uses_logits_only and self._has_cache())]
@@ -66,6 +73,8 @@ class DistillationTrainer(Trainer):
         self._setup_terms()
         if self._term_params():
             self.add_callback(_ZeroTermGrads(self.terms))
+        if self.online_teacher_lr is not None:  # outside the (DDP-wrapped) model, like the terms
+            self.add_callback(_ZeroTermGrads(self.teacher))
         # Our loss is already a per-batch mean; stop the Trainer rescaling by token counts.
         self.model_accepts_loss_kwargs = False
         self.spikes = GradSpikes(getattr(self.args, "grad_spike_factor", 0))
@@ -132,6 +141,9 @@ class DistillationTrainer(Trainer):
         optimizer = super().create_optimizer(model)
         if fresh and self._term_params():
             optimizer.add_param_group({"params": self._term_params(), "weight_decay": 0.0})
+        if fresh and self.online_teacher_lr is not None:  # decays with the student's learning rate
+            optimizer.add_param_group({"params": [p for p in self.teacher.parameters() if p.requires_grad],
+                                       "lr": self.online_teacher_lr, "weight_decay": self.args.weight_decay})
         return optimizer
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
@@ -142,6 +154,12 @@ class DistillationTrainer(Trainer):
 
             out = output_dir or self.args.output_dir
             save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, os.path.join(out, self.TERMS_FILE))
+        if self.online_teacher_lr is not None and self.args.should_save:  # a resumed stage goes on with the teacher it had
+            from safetensors.torch import save_file
+
+            out = output_dir or self.args.output_dir
+            tensors = {k: v.detach().cpu().contiguous() for k, v in self.teacher.state_dict().items()}
+            save_file(_untied(tensors), os.path.join(out, self.TEACHER_FILE))
 
     # Private override: no public hook runs between writing a checkpoint and rotating old ones away
     # (on_save comes after the rotation), and sealing must come first.
@@ -169,6 +187,11 @@ class DistillationTrainer(Trainer):
             from safetensors.torch import load_file
 
             self.terms.load_state_dict(load_file(path, device=str(self.args.device)))
+        path = os.path.join(resume_from_checkpoint, self.TEACHER_FILE)
+        if self.online_teacher_lr is not None and os.path.isfile(path):
+            from safetensors.torch import load_file
+
+            self.teacher.load_state_dict(load_file(path, device=str(self.args.device)), strict=False)
 
     # Private override: the Trainer takes no sampler argument; this is where it builds its own.
     def _get_train_sampler(self, train_dataset=None):
@@ -214,7 +237,8 @@ class DistillationTrainer(Trainer):
     def _forward_all(self, model, inputs: dict, active: list[str], temperature: float = 1.0):
         """Student and (if needed) teacher outputs with what the ``active`` terms read, plus the batch dict."""
         return forward_all(model, self.teacher, inputs, [self.terms[k] for k in active], temperature,
-                           hook_model=self.accelerator.unwrap_model(model))
+                           hook_model=self.accelerator.unwrap_model(model),
+                           teacher_learns=self.online_teacher_lr is not None and model.training)
 
     # ---- loss ----
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -233,6 +257,10 @@ class DistillationTrainer(Trainer):
         # every term reads only features, as DDP without find_unused_parameters needs
         loss = student_out.logits.sum() * 0.0
         values = {}
+        if self.online_teacher_lr is not None:
+            values["teacher_ce"] = hard_label_loss(teacher_out.logits, batch["labels"])
+            loss = loss + values["teacher_ce"]
+            teacher_out = _detached(teacher_out)
         for key in active:
             values[key] = self.terms[key](student_out, teacher_out, batch)
             loss = loss + vals[f"weight_{key}"] * values[key]
@@ -278,11 +306,38 @@ class DistillationTrainer(Trainer):
             if self.nan_guard.skipped:
                 logs["skipped_batches"] = self.nan_guard.skipped
         if "loss" in logs:
-            means = self.term_sums.take([f"loss_{key}" for key, *_ in self.objective], self.accelerator, self.args)
+            keys = [f"loss_{key}" for key, *_ in self.objective] + (["loss_teacher_ce"] if self.online_teacher_lr else [])
+            means = self.term_sums.take(keys, self.accelerator, self.args)
             if means is not None:
                 logs.update(means)
                 logs.update({k: round(v, 6) for k, v in self.current_values().items()})
         super().log(logs, *args, **kwargs)
+
+
+def _detached(outputs):
+    """The teacher's outputs as the KD terms read them: no gradient back into the teacher."""
+    import dataclasses
+
+    def cut(v):
+        if isinstance(v, torch.Tensor):
+            return v.detach()
+        if isinstance(v, (tuple, list)):
+            return type(v)(cut(x) for x in v)
+        if isinstance(v, dict):
+            return {k: cut(x) for k, x in v.items()}
+        return v
+
+    return dataclasses.replace(outputs, **{f.name: cut(getattr(outputs, f.name)) for f in dataclasses.fields(outputs)})
+
+
+def _untied(tensors: dict) -> dict:
+    """safetensors refuses tensors that share memory (tied embeddings): give each its own copy."""
+    seen, out = set(), {}
+    for k, v in tensors.items():
+        ptr = v.data_ptr()
+        out[k] = v.clone() if ptr in seen else v
+        seen.add(ptr)
+    return out
 
 
 def _has_build(term) -> bool:
