@@ -49,3 +49,20 @@ def test_distill_finetune_defaults_follow_best_practice():
     assert T(0, 100, 0, 3) > T(100, 100, 3, 3) >= 1.0
     plain = DistillConfig(strategy="distill", output_dir="/tmp/unused", report_to="none")
     assert plain.distill_weight_sched.kind == "constant" and plain.distill_weight == 0.5
+
+
+def test_schedules_read_in_words():
+    assert str(Schedule("linear", 4.0, 1.0)) == "linear 4.0 → 1.0 by step"
+    assert str(Schedule("cosine", 0.9, 0.5, unit="epoch")) == "cosine 0.9 → 0.5 by epoch"
+    assert str(Schedule("constant", 0.5)) == "constant 0.5"
+    assert str(Schedule("linear", 2.0, 2.0)) == "constant 2.0"  # a line that goes nowhere
+    assert str(Schedule("list", values=(3, 2))) == "per epoch 3.0, 2.0"
+
+
+def test_log_axis_ticks_are_plain_numbers():
+    from distiltune.report.plots import nice_ticks
+
+    assert nice_ticks(4.5, 67.5) == [5.0, 10.0, 20.0, 30.0, 50.0]  # the demo's latencies, in ms
+    assert nice_ticks(23.0, 438.0) == [20.0, 30.0, 50.0, 100.0, 200.0, 300.0, 500.0]
+    assert len(nice_ticks(0.01, 5000.0)) <= 8
+    assert nice_ticks(0.0, 10.0) == []

@@ -118,8 +118,10 @@ class StrategyArguments:
                                       "a new best, at most distill_max_epochs, keep the best) or 'fixed' (num_train_epochs). "
                                       "Schedules span num_train_epochs either way and hold their end values after it.",
                            choices=list(STOPS))
-    distill_max_epochs: float | None = _f(None, "distill_stop plateau: the most epochs distillation may run (default twice "
-                                                "num_train_epochs); the baseline student gets the same ceiling.")
+    distill_max_epochs: float | None = _f(None, "distill_stop plateau: the most epochs distillation may run (default "
+                                                "num_train_epochs: the learning rate decays over the ceiling, and a longer "
+                                                "one left the early epochs noisy, see README); the baseline student gets "
+                                                "the same ceiling.")
     plateau_patience: int = _f(2, "Stages that stop on a plateau: epochs without a better validation metric before they stop.")
     plateau_min_epochs: float = _f(1.0, "Stages that stop on a plateau: the fewest epochs they run (the floor).")
     intermediate_epochs: float = _f(1.0, "Epochs of the intermediate stage (terms with stage: intermediate, e.g. the "

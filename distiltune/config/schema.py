@@ -45,6 +45,10 @@ class DistillConfig(StrategyArguments, ModelArguments, DataArguments, TrainingAr
     def __post_init__(self):
         if isinstance(self.finetune_teacher, bool):  # YAML reads a bare yes/no as a boolean
             self.finetune_teacher = "yes" if self.finetune_teacher else "no"
+        for name in ("train_file", "validation_file", "test_file", "unlabeled_file", "output_dir"):
+            value = getattr(self, name)
+            if isinstance(value, str) and value.startswith("~"):  # as a shell would read it
+                setattr(self, name, os.path.expanduser(value))
         errors = V.check_choices(self)
         if errors:  # later checks assume valid choices
             raise V.ConfigError(errors)
@@ -87,7 +91,7 @@ class DistillConfig(StrategyArguments, ModelArguments, DataArguments, TrainingAr
         """Epochs the distillation stage may run: num_train_epochs, or the ceiling when it stops on a plateau."""
         if self.distill_stop == "fixed":
             return self.num_train_epochs
-        return self.distill_max_epochs if self.distill_max_epochs is not None else 2 * self.num_train_epochs
+        return self.distill_max_epochs if self.distill_max_epochs is not None else self.num_train_epochs
 
     @property
     def temperature_sched(self) -> Schedule:
