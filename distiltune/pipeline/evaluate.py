@@ -18,6 +18,23 @@ def evaluate_model(ctx, name: str, model, tokenizer, path: str | None) -> dict:
             "path": path, "_speed_input": (model, task.batcher(tokenizer, exact=True), test), "_logits": predictions}
 
 
+def majority_baseline(ctx, results: dict) -> dict | None:
+    """Classification: the test metric (the task's own) of always predicting the most frequent
+    training class, the floor a teacher must clear (report diagnostics)."""
+    import numpy as np
+
+    data = ctx.data
+    scored = next((r for r in results.values() if r.get("_labels") is not None), None)
+    if data.task_type != "classification" or not data.label_names or scored is None:
+        return None
+    names = list(data.label_names)
+    top = int(np.argmax(np.bincount(np.asarray(data.train["labels"]), minlength=len(names))))
+    labels = np.asarray(scored["_labels"])
+    always = np.zeros((len(labels), len(names)), dtype=np.float32)
+    always[:, top] = 1.0
+    return {"label": names[top], "metric": round(float(ctx.task.metrics(always, labels)[data.metric]), 6)}
+
+
 def measure(ctx, results: dict) -> dict:
     """Speed of all evaluated models, side by side (fp32 on CPU, as deployed without export)."""
     entries = {name: (M.cpu_copy(r["_speed_input"][0]), *r.pop("_speed_input")[1:]) for name, r in results.items()}

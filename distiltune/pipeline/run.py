@@ -15,7 +15,7 @@ from ..errors import DistilTuneError
 from ..models import hf as M
 from ..report.build import write_report
 from .checks import plan, plan_evaluation
-from .evaluate import evaluate_model, measure
+from .evaluate import evaluate_model, majority_baseline, measure
 from .export_stage import check_export, export_student
 from .stages import baseline_stage, check_pair, student_init, student_stage, teacher_stage
 
@@ -50,7 +50,7 @@ def run(ctx) -> dict | None:
     measure(ctx, results)
     ctx.records.timings["total"] = time.perf_counter() - t_start
     report = write_report(ctx.out, cfg, data, results, ctx.records.timings, logs_dir=os.path.join(ctx.out, "logs"),
-                          selection=ctx.records.selection)
+                          selection=ctx.records.selection, majority=majority_baseline(ctx, results))
     if export_error is not None:
         raise DistilTuneError(f"{export_error.problem} (the run itself finished: models and report.md are in {ctx.out})",
                               export_error.fix)

@@ -94,22 +94,13 @@ def build_report(cfg, data, results: dict, timings: dict) -> dict:
 
 
 def class_summary(data, results: dict) -> dict:
-    """Classification: labelled rows per class, the test metric of always predicting the most frequent
-    training class, and each model's per-class precision, recall and F1 on the test rows (scikit-learn)."""
+    """Classification: labelled rows per class and each model's per-class precision, recall and F1 on the
+    test rows (scikit-learn)."""
     from sklearn.metrics import precision_recall_fscore_support
-
-    from ..tasks.metrics import task_metrics
 
     names = list(data.label_names)
     counts = np.bincount(np.asarray(data.train["labels"]), minlength=len(names))
     out = {"data": {"class_counts": {n: int(c) for n, c in zip(names, counts)}}}
-    scored = next((r for r in results.values() if "_labels" in r), None)
-    test = np.asarray(scored["_labels"]) if scored is not None else np.asarray(data.test["labels"])
-    majority = int(np.argmax(counts))
-    always = np.zeros((len(test), len(names)))
-    always[:, majority] = 1.0
-    out["majority_baseline"] = {"label": names[majority],
-                                "metric": round(task_metrics(always, test, "classification")[data.metric], 6)}
     per_class = {}
     for name, r in results.items():
         if r.get("_logits") is None or r.get("_labels") is None:
@@ -252,7 +243,7 @@ def to_html(report: dict, out: str) -> str:
 
 
 def write_report(out: str, cfg, data, results: dict, timings: dict, logs_dir: str | None = None,
-                 selection: dict | None = None) -> dict:
+                 selection: dict | None = None, majority: dict | None = None) -> dict:
     """report.json, report.md and a self-contained report.html, with the plots in ``out/plots``."""
     from .plots import write_plots
 
@@ -262,6 +253,8 @@ def write_report(out: str, cfg, data, results: dict, timings: dict, logs_dir: st
     report = build_report(cfg, data, results, timings)
     if selection:
         report["checkpoint_selection"] = selection
+    if majority:  # the test metric of always predicting the most frequent training class
+        report["majority_baseline"] = majority
     if logs_dir is not None:  # a run's report (not distiltune evaluate's): the checks of report.diagnostics
         report["diagnostics"] = diagnose(report, read_histories(logs_dir))
     # the labels the models were scored against (per word, padded, for token classification)

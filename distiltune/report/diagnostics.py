@@ -2,7 +2,8 @@
 that returns one line (what is off, then `-> fix:` what to change) or None. The report lists the
 lines that fire; ``distiltune advise --run DIR`` reads the same checks from a finished run's files.
 
-Thresholds are module constants, chosen so that a healthy run of the demo fires none of them.
+Thresholds are module constants. On the demo (seed 42) only one fires: its distillation is still at
+its best at the ceiling of 3 epochs, which is true.
 """
 from __future__ import annotations
 

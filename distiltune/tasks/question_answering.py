@@ -63,7 +63,8 @@ class QuestionAnswering(TextClassification):
             (bool(cfg.augment), "augment edits the words of a text, which would move the answers in their contexts",
              "remove augment (unlabeled questions give the student more rows to learn from)"),
             (cfg.online_teacher_lr is not None, "online_teacher_lr (a teacher that keeps learning while it teaches) "
-             "is built for sequence classification: the teacher is read per window on its own tokens, so its loss on the student's labels is not defined",
+             "is built for sequence classification: the teacher is read per window on its own tokens, so its loss "
+             "on the student's labels is not defined",
              "remove online_teacher_lr"),
             (bool(cfg.text_pair_column), "question answering reads question_column and context_column",
              "remove text_pair_column"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..data.words import WordCollator, WordPadder, encode_words
+from ..errors import DistilTuneError
 from ..models import hf as M
 from ..models.inference import predict_word_logits
 from .metrics import entity_metrics
@@ -66,7 +67,8 @@ class TokenClassification(TextClassification):
             (bool(cfg.augment), "augment edits the words of a text, which would shift the tags of a tagged sentence",
              "remove augment (unlabeled sentences, unlabeled_file, give the student more rows to learn from)"),
             (cfg.online_teacher_lr is not None, "online_teacher_lr (a teacher that keeps learning while it teaches) "
-             "is built for sequence classification: the teacher is read per word on its own tokens, so its loss on the student's labels is not defined",
+             "is built for sequence classification: the teacher is read per word on its own tokens, so its loss "
+             "on the student's labels is not defined",
              "remove online_teacher_lr"),
             (bool(cfg.text_pair_column), "token classification reads one list of words per row, not text pairs",
              "remove text_pair_column"),

@@ -49,6 +49,16 @@ class GradSpikes:
         if self.factor and isinstance(norm, torch.Tensor):
             self.pending.append((step, norm.detach().float()))
 
+    def log_into(self, logs: dict) -> None:
+        """Print each spike since the last log and count them in ``logs``."""
+        spikes = self.take()
+        for step, norm, median in spikes:
+            print(f"[distiltune] gradient-norm spike at step {step}: {norm:.4g} ({norm / median:.0f}x the median "
+                  f"{median:.4g} of the previous steps)")
+        if spikes:
+            logs["grad_norm_spikes"] = len(spikes)
+            logs["grad_norm_spike_max"] = round(max(n for _, n, _ in spikes), 6)
+
     def take(self) -> list[tuple[int, float, float]]:
         """(step, norm, median before it) of each spike since the last call."""
         pending, self.pending = self.pending, []

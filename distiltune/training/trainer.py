@@ -15,6 +15,7 @@ from transformers import Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from . import checkpoints as CK
+from . import online as OT
 from ..data import teacher_cache as TC
 from .callbacks import _ZeroTermGrads
 from .forward import eval_forward, forward_all
@@ -42,21 +43,16 @@ class DistillationTrainer(Trainer):
 
     TERMS_FILE = "distill_terms.safetensors"
 
-    TEACHER_FILE = "online_teacher.safetensors"
-
     def __init__(self, *args, teacher: nn.Module | None = None, objective=None,
                  temperature: Weight | None = None, schedule_epochs: float | None = None,
                  online_teacher_lr: float | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.schedule_epochs = schedule_epochs
-        # An online teacher keeps learning the labels while it teaches (dynamic KD): its own CE on the
-        # batch's labelled rows joins the loss; the KD terms read its outputs detached, so the student
-        # never pulls the teacher towards itself.
+        # An online teacher keeps learning the labels while it teaches (see training.online)
         self.online_teacher_lr = online_teacher_lr if teacher is not None else None
         self.objective = [normalise_entry(o) for o in (objective or finetune_objective())]
-        keys = [key for key, *_ in self.objective]
-        if len(set(keys)) != len(keys):
-            raise DistilTuneError(f"the objective names a term twice ({keys})",
+        if len(set(k for k, *_ in self.objective)) != len(self.objective):
+            raise DistilTuneError(f"the objective names a term twice ({[k for k, *_ in self.objective]})",
                                   "give the second one its own key: (name, weight, {'key': 'name_2', ...})")
         self.terms = nn.ModuleDict({key: build_term(name, **opts) for key, name, _, opts in self.objective})
         self.temperature = temperature or Schedule("constant", 1.0)
@@ -142,8 +138,7 @@ class DistillationTrainer(Trainer):
         if fresh and self._term_params():
             optimizer.add_param_group({"params": self._term_params(), "weight_decay": 0.0})
         if fresh and self.online_teacher_lr is not None:  # decays with the student's learning rate
-            optimizer.add_param_group({"params": [p for p in self.teacher.parameters() if p.requires_grad],
-                                       "lr": self.online_teacher_lr, "weight_decay": self.args.weight_decay})
+            optimizer.add_param_group(OT.param_group(self.teacher, self.online_teacher_lr, self.args.weight_decay))
         return optimizer
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
@@ -155,11 +150,7 @@ class DistillationTrainer(Trainer):
             out = output_dir or self.args.output_dir
             save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, os.path.join(out, self.TERMS_FILE))
         if self.online_teacher_lr is not None and self.args.should_save:  # a resumed stage goes on with the teacher it had
-            from safetensors.torch import save_file
-
-            out = output_dir or self.args.output_dir
-            tensors = {k: v.detach().cpu().contiguous() for k, v in self.teacher.state_dict().items()}
-            save_file(_untied(tensors), os.path.join(out, self.TEACHER_FILE))
+            OT.save(self.teacher, os.path.join(output_dir or self.args.output_dir, OT.FILE))
 
     # Private override: no public hook runs between writing a checkpoint and rotating old ones away
     # (on_save comes after the rotation), and sealing must come first.
@@ -187,11 +178,8 @@ class DistillationTrainer(Trainer):
             from safetensors.torch import load_file
 
             self.terms.load_state_dict(load_file(path, device=str(self.args.device)))
-        path = os.path.join(resume_from_checkpoint, self.TEACHER_FILE)
-        if self.online_teacher_lr is not None and os.path.isfile(path):
-            from safetensors.torch import load_file
-
-            self.teacher.load_state_dict(load_file(path, device=str(self.args.device)), strict=False)
+        if self.online_teacher_lr is not None:
+            OT.load(self.teacher, os.path.join(resume_from_checkpoint, OT.FILE), str(self.args.device))
 
     # Private override: the Trainer takes no sampler argument; this is where it builds its own.
     def _get_train_sampler(self, train_dataset=None):
@@ -260,7 +248,7 @@ class DistillationTrainer(Trainer):
         if self.online_teacher_lr is not None:
             values["teacher_ce"] = hard_label_loss(teacher_out.logits, batch["labels"])
             loss = loss + values["teacher_ce"]
-            teacher_out = _detached(teacher_out)
+            teacher_out = OT.detached(teacher_out)
         for key in active:
             values[key] = self.terms[key](student_out, teacher_out, batch)
             loss = loss + vals[f"weight_{key}"] * values[key]
@@ -296,48 +284,15 @@ class DistillationTrainer(Trainer):
 
     def log(self, logs: dict, *args, **kwargs) -> None:
         if "loss" in logs:
-            spikes = self.spikes.take()
-            for step, norm, median in spikes:
-                print(f"[distiltune] gradient-norm spike at step {step}: {norm:.4g} ({norm / median:.0f}x the median "
-                      f"{median:.4g} of the previous steps)")
-            if spikes:
-                logs["grad_norm_spikes"] = len(spikes)
-                logs["grad_norm_spike_max"] = round(max(n for _, n, _ in spikes), 6)
+            self.spikes.log_into(logs)
             if self.nan_guard.skipped:
                 logs["skipped_batches"] = self.nan_guard.skipped
-        if "loss" in logs:
             keys = [f"loss_{key}" for key, *_ in self.objective] + (["loss_teacher_ce"] if self.online_teacher_lr else [])
             means = self.term_sums.take(keys, self.accelerator, self.args)
             if means is not None:
                 logs.update(means)
                 logs.update({k: round(v, 6) for k, v in self.current_values().items()})
         super().log(logs, *args, **kwargs)
-
-
-def _detached(outputs):
-    """The teacher's outputs as the KD terms read them: no gradient back into the teacher."""
-    import dataclasses
-
-    def cut(v):
-        if isinstance(v, torch.Tensor):
-            return v.detach()
-        if isinstance(v, (tuple, list)):
-            return type(v)(cut(x) for x in v)
-        if isinstance(v, dict):
-            return {k: cut(x) for k, x in v.items()}
-        return v
-
-    return dataclasses.replace(outputs, **{f.name: cut(getattr(outputs, f.name)) for f in dataclasses.fields(outputs)})
-
-
-def _untied(tensors: dict) -> dict:
-    """safetensors refuses tensors that share memory (tied embeddings): give each its own copy."""
-    seen, out = set(), {}
-    for k, v in tensors.items():
-        ptr = v.data_ptr()
-        out[k] = v.clone() if ptr in seen else v
-        seen.add(ptr)
-    return out
 
 
 def _has_build(term) -> bool:
