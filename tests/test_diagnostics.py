@@ -141,3 +141,12 @@ def test_advise_run_refuses_a_folder_without_a_readable_report(tmp_path, capsys,
     assert main(["advise", "--run", str(run)]) == 2
     err = capsys.readouterr().err
     assert message in err and "-> fix:" in err and "Traceback" not in err
+
+
+def test_advise_run_refuses_shape_options_it_would_ignore(tmp_path, capsys):
+    run = tmp_path / "run"
+    (run / "logs").mkdir(parents=True)
+    (run / "report.json").write_text(json.dumps(report()))
+    assert main(["advise", "--run", str(run), "--teacher", "demo:all-mpnet-base-v2", "--latency-ms", "5"]) == 2
+    err = capsys.readouterr().err
+    assert "--teacher, --latency-ms only apply to measuring student shapes" in err and "-> fix:" in err

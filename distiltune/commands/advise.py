@@ -265,7 +265,6 @@ def diagnostics_text(run_dir: str, found: list[dict]) -> str:
 def cli(argv: list[str]) -> int:
     import json
 
-
     p = Args(prog="distiltune advise", description="Measure the teacher and smaller student shapes here; recommend a "
               "shape and a strategy (finetune, distill, distill_finetune) for your budget.")
     p.add_argument("--teacher", help="Teacher folder, hub name or demo:all-mpnet-base-v2.")
@@ -280,6 +279,13 @@ def cli(argv: list[str]) -> int:
     p.add_argument("--json", action="store_true", help="Print the result as JSON.")
     a = p.parse_args(argv)
     if a.run is not None:
+        shape_opts = {"--teacher": a.teacher, "--latency-ms": a.latency_ms, "--size-mb": a.size_mb,
+                      "--labelled": a.labelled, "--unlabeled": a.unlabeled, "--train-hours": a.train_hours}
+        given = [k for k, v in shape_opts.items() if v is not None]
+        if given:  # they would be silently ignored: --run reads a finished run, it measures nothing
+            raise DistilTuneError(f"advise --run reads a finished run's diagnostics; {', '.join(given)} "
+                                  "only apply to measuring student shapes",
+                                  "run them separately: distiltune advise --run DIR, and distiltune advise --teacher ...")
         found = run_diagnostics(a.run)
         print(json.dumps(found, indent=2) if a.json else diagnostics_text(a.run, found))
         return 0
