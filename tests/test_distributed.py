@@ -9,7 +9,7 @@ import sys
 import pytest
 from transformers import AutoConfig, AutoModelForSequenceClassification
 
-from conftest import FIXED
+from conftest import FIXED, free_port
 
 BIN = os.path.dirname(sys.executable)
 
@@ -58,17 +58,19 @@ def one_process(tmp_path_factory, task_files, trained_teacher, no_dropout_studen
 
 
 LAUNCHERS = {
-    "torchrun": [os.path.join(BIN, "torchrun"), "--nproc_per_node", "2", "-m", "distiltune.cli"],
+    "torchrun": lambda: [os.path.join(BIN, "torchrun"), "--nproc_per_node", "2", "--master_port", str(free_port()),
+                         "-m", "distiltune.cli"],
     # --multi_gpu starts N gloo processes on a CPU-only machine; --cpu alone would start one (no mpirun)
-    "accelerate": [os.path.join(BIN, "accelerate"), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-                   "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "distiltune.cli"],
+    "accelerate": lambda: [os.path.join(BIN, "accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
+                           "--num_machines", "1", "--main_process_port", str(free_port()), "--mixed_precision", "no",
+                           "--dynamo_backend", "no", "-m", "distiltune.cli"],
 }
 
 
 @pytest.mark.parametrize("launcher", list(LAUNCHERS))
 def test_two_processes_match_one(launcher, tmp_path, task_files, trained_teacher, no_dropout_student, one_process):
     out = tmp_path / "run"
-    done = run(LAUNCHERS[launcher], distill_args(task_files, trained_teacher, no_dropout_student, out, 4))
+    done = run(LAUNCHERS[launcher](), distill_args(task_files, trained_teacher, no_dropout_student, out, 4))
     assert done.stdout.count("[distiltune] data:") == 1  # rank 0 alone prints, evaluates and reports
     one, two = curve(one_process), curve(out)
     assert sorted(one) == sorted(two) and len(one) >= 10  # same optimizer steps: global batch 8 both ways

@@ -19,7 +19,7 @@ from distiltune.losses import LOSSES, build_term
 
 # Options per term for a 64-wide/4-layer/4-head teacher and a 32-wide/2-layer/2-head student.
 ROWS = {
-    "ce": {}, "kd": {}, "reverse_kl": {}, "js": {}, "logit_mse": {},
+    "ce": {}, "kd": {}, "reverse_kl": {}, "js": {}, "gjsd": {"beta": 0.3}, "tv": {}, "logit_mse": {},
     "hidden_mse": {}, "hidden_cosine": {}, "embedding_mse": {}, "hint": {},
     "attention_kl": {"heads": "mean"}, "attention_mse": {"heads": "mean"}, "minilm": {"relation_heads": 2},
     "rkd_distance": {}, "rkd_angle": {}, "sp": {},
@@ -101,7 +101,7 @@ def test_gradient_reaches_student_and_projection_never_teacher(name):
 def _bad(name):
     """A shape problem each term must name in one line."""
     inputs = batch()
-    if name in ("kd", "reverse_kl", "js", "logit_mse"):
+    if name in ("kd", "reverse_kl", "js", "gjsd", "tv", "logit_mse"):
         return evaluate(name, bert(32, 2, 2), bert(64, 4, 4, labels=3), inputs)
     if name == "ce":
         term = build_term("ce")

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from distiltune.cli import main
+from conftest import free_port
 from qa_helpers import args, qa  # noqa: F401 (qa: fixture)
 
 
@@ -110,7 +111,7 @@ def test_two_processes_distil_qa_like_one(qa, qa_run, tmp_path):
     outs = {}
     for name, launcher, batch in (("one", [sys.executable, "-m", "distiltune.cli"], "16"),
                                   ("two", [os.path.join(os.path.dirname(sys.executable), "torchrun"), "--nproc_per_node",
-                                           "2", "-m", "distiltune.cli"], "8")):
+                                           "2", "--master_port", str(free_port()), "-m", "distiltune.cli"], "8")):
         out = tmp_path / name
         argv = [a if a != "None" else str(out) for a in common] + ["--per_device_train_batch_size", batch]
         done = subprocess.run(launcher + argv, env=env, capture_output=True, text=True, timeout=600)

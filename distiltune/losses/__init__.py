@@ -1,7 +1,7 @@
 """Loss terms, registered by name. ``distiltune losses`` lists them; ``register_loss`` adds yours.
 
-Response (logits): ce, kd, reverse_kl, js, logit_mse. Feature: hidden_mse, hidden_cosine,
-embedding_mse, hint. Attention/relation: attention_kl, attention_mse, minilm, rkd_distance,
+Response (logits): ce, kd, reverse_kl, js, gjsd, tv, logit_mse, over classes or a vocabulary
+(vocab.py: chunked, dense or top-k teacher). Feature: hidden_mse, hidden_cosine, embedding_mse, hint. Attention/relation: attention_kl, attention_mse, minilm, rkd_distance,
 rkd_angle, sp.
 """
 from ..constants import IGNORE_INDEX

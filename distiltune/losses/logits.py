@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from ..errors import DistilTuneError
 from ..constants import IGNORE_INDEX
 from ..models.task_loss import hard_label_loss
+from .vocab import TopK, forward_kl, generalized_jsd, log_probs, per_position, reverse_kl, total_variation
 from .base import LossTerm, register_loss
 
 WEIGHTINGS = ("none", "confidence")
@@ -14,14 +15,13 @@ WEIGHTINGS = ("none", "confidence")
 
 # ---------- pure functions (logits are (batch, num_labels); one column = regression) ----------
 
-def kd_per_sample(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """``T² · KL(softmax(teacher/T) || softmax(student/T))`` per row, shape (batch,)."""
+def kd_per_sample(student_logits: torch.Tensor, teacher_logits, temperature: float) -> torch.Tensor:
+    """``T² · KL(softmax(teacher/T) || softmax(student/T))`` per row (or position), shape ``logits.shape[:-1]``.
+    ``teacher_logits`` may be a sparse :class:`~distiltune.losses.vocab.TopK` teacher."""
     if student_logits.shape[-1] == 1:
         return (student_logits.float() - teacher_logits.float()).pow(2).view(-1)
     t = float(temperature)
-    log_p_s = F.log_softmax(student_logits.float() / t, dim=-1)
-    log_p_t = F.log_softmax(teacher_logits.float() / t, dim=-1)
-    return (log_p_t.exp() * (log_p_t - log_p_s)).sum(-1) * (t * t)
+    return forward_kl(*log_probs(student_logits, teacher_logits, t)) * (t * t)
 
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -39,21 +39,28 @@ def reverse_kl_per_sample(student_logits, teacher_logits, temperature) -> torch.
     classes instead of covering all of them), as in MiniLLM (Gu et al. 2024, "MiniLLM: Knowledge
     Distillation of Large Language Models")."""
     t = float(temperature)
-    log_p_s = F.log_softmax(student_logits.float() / t, dim=-1)
-    log_p_t = F.log_softmax(teacher_logits.float() / t, dim=-1)
-    return (log_p_s.exp() * (log_p_s - log_p_t)).sum(-1) * (t * t)
+    return reverse_kl(*log_probs(student_logits, teacher_logits, t)) * (t * t)
 
 
 def js_per_sample(student_logits, teacher_logits, temperature) -> torch.Tensor:
     """``T² · JS(teacher, student)``: symmetric and bounded by ``T² · ln 2``; the generalised JSD of
     GKD (Agarwal et al. 2024, "On-Policy Distillation of Language Models") at beta = 0.5."""
     t = float(temperature)
-    log_p_s = F.log_softmax(student_logits.float() / t, dim=-1)
-    log_p_t = F.log_softmax(teacher_logits.float() / t, dim=-1)
-    log_m = torch.logsumexp(torch.stack([log_p_s, log_p_t]), dim=0) - torch.log(torch.tensor(2.0))
-    kl_t = (log_p_t.exp() * (log_p_t - log_m)).sum(-1)
-    kl_s = (log_p_s.exp() * (log_p_s - log_m)).sum(-1)
-    return 0.5 * (kl_t + kl_s) * (t * t)
+    return generalized_jsd(*log_probs(student_logits, teacher_logits, t), 0.5) * (0.25 * t * t)
+
+
+def gjsd_per_sample(student_logits, teacher_logits, temperature, beta: float = 0.5) -> torch.Tensor:
+    """``T² · JSD_beta / (beta (1 - beta))``: GKD's generalized JSD, from forward KL (beta = 0) to
+    reverse KL (beta = 1); see :func:`~distiltune.losses.vocab.generalized_jsd`."""
+    t = float(temperature)
+    return generalized_jsd(*log_probs(student_logits, teacher_logits, t), beta) * (t * t)
+
+
+def tv_per_sample(student_logits, teacher_logits, temperature) -> torch.Tensor:
+    """``T · TV(teacher/T, student/T)``, total variation in [0, T]. Scaled by T, not T²: its gradient
+    in the logits shrinks as 1/T (the KLs' as 1/T²), so this keeps it comparable across temperatures."""
+    t = float(temperature)
+    return total_variation(*log_probs(student_logits, teacher_logits, t)) * t
 
 
 def logit_mse_per_sample(student_logits, teacher_logits, temperature=None) -> torch.Tensor:
@@ -62,18 +69,29 @@ def logit_mse_per_sample(student_logits, teacher_logits, temperature=None) -> to
     return (student_logits.float() - teacher_logits.float()).pow(2).mean(-1)
 
 
-def teacher_confidence(teacher_logits: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+def teacher_confidence(teacher_logits, labels: torch.Tensor | None) -> torch.Tensor:
     """Per-row weight in [0, 1]: the teacher's probability of the true label on labelled rows (low
     when it is wrong), its top probability on unlabeled rows (low when it is unsure). Dynamic KD
     by teacher confidence, after Li et al. 2021 ("Dynamic Knowledge Distillation for Pre-trained
-    Language Models")."""
-    p = F.softmax(teacher_logits.float(), dim=-1)
-    w = p.max(-1).values
-    if labels is not None:
-        labels = labels.reshape(w.shape).long()
-        known = labels != IGNORE_INDEX  # no `if known.any()`: a host sync per step on a GPU
-        w = torch.where(known, p.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1), w)
-    return w.detach()
+    Language Models"). A sparse teacher gives a label outside its top-k the weight 0."""
+    with torch.no_grad():
+        if isinstance(teacher_logits, TopK):
+            logp, ids = teacher_logits.logprobs.float(), teacher_logits.ids.long()
+        else:  # a chunk of positions at a time: no full-size fp32 softmax of a vocabulary
+            logp = per_position(lambda rows: F.log_softmax(rows.float(), -1).max(-1).values, teacher_logits)
+            ids = None
+        w = logp.max(-1).values.exp() if ids is not None else logp.exp()
+        if labels is not None:
+            labels = labels.reshape(w.shape).long()
+            known = labels != IGNORE_INDEX  # no `if known.any()`: a host sync per step on a GPU
+            if ids is None:
+                p_label = per_position(lambda rows, lab: F.log_softmax(rows.float(), -1).gather(-1, lab[:, None])[:, 0],
+                                         teacher_logits, labels.clamp(min=0)).exp()
+            else:
+                hit = ids == labels.clamp(min=0).unsqueeze(-1)
+                p_label = (logp.exp() * hit).sum(-1)
+            w = torch.where(known, p_label, w)
+    return w
 
 
 def weighted_mean(per_sample: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
@@ -110,15 +128,23 @@ class _LogitTerm(LossTerm):
                                   f"use one of {', '.join(WEIGHTINGS)}")
         self.weighting = weighting
 
+    def options(self) -> tuple:
+        """Extra arguments of ``per_sample`` after the temperature (e.g. gjsd's beta)."""
+        return ()
+
     def forward(self, student_out, teacher_out, batch):
         s, t = student_out.logits, teacher_out.logits.detach()  # the teacher only teaches
-        if s.shape != t.shape:
+        if tuple(s.shape) != tuple(t.shape):
             raise DistilTuneError(f"loss term '{self.name}': student logits {tuple(s.shape)} vs teacher logits {tuple(t.shape)}",
                                   "give teacher and student the same label set")
         if s.shape[-1] == 1 and self.per_sample not in (kd_per_sample, logit_mse_per_sample):
             raise DistilTuneError(f"loss term '{self.name}' compares class distributions, but the model has one output (regression)",
                                   "use logit_loss: kd or logit_mse (both are MSE for one output)")
-        per = self.per_sample(s, t, batch.get("temperature", 1.0))
+        if isinstance(t, TopK) and self.per_sample is logit_mse_per_sample:
+            raise DistilTuneError(f"loss term '{self.name}' compares raw logits, but the teacher is kept as top-k log-probabilities",
+                                  "use kd, reverse_kl, js, gjsd or tv with a top-k teacher cache")
+        # a chunk of positions at a time: (batch, length, vocabulary) never goes to fp32 whole
+        per = per_position(self.per_sample, s, t, batch.get("temperature", 1.0), *self.options())
         w = None
         if self.weighting == "confidence" and s.shape[-1] > 1:
             w = teacher_confidence(t, batch.get("labels"))
@@ -144,6 +170,29 @@ class ReverseKLTerm(_LogitTerm):
 class JSTerm(_LogitTerm):
     description = "T^2 * Jensen-Shannon divergence of teacher and student (GKD, Agarwal et al. 2024)"
     per_sample = staticmethod(js_per_sample)
+
+
+@register_loss("gjsd")
+class GeneralizedJSDTerm(_LogitTerm):
+    description = ("T^2 * generalized JSD / (beta (1 - beta)) (GKD, Agarwal et al. 2024): beta 0 = kd, "
+                   "1 = reverse_kl; option beta")
+    per_sample = staticmethod(gjsd_per_sample)
+
+    def __init__(self, beta: float = 0.5, weighting: str = "none"):
+        super().__init__(weighting)
+        if not 0.0 <= float(beta) <= 1.0:
+            raise DistilTuneError(f"loss term 'gjsd': beta {beta} is outside [0, 1]",
+                                  "use 0 (forward KL), 1 (reverse KL) or a value between")
+        self.beta = float(beta)
+
+    def options(self):
+        return (self.beta,)
+
+
+@register_loss("tv")
+class TotalVariationTerm(_LogitTerm):
+    description = "T * total variation distance between teacher/T and student/T (bounded; no log of tiny probabilities)"
+    per_sample = staticmethod(tv_per_sample)
 
 
 @register_loss("logit_mse")

@@ -1,0 +1,169 @@
+"""Divergences over a vocabulary: each against a direct reference computation, GKD's generalized JSD
+between its two KLs, the chunked computation equal to the whole one (value and gradient) while it
+keeps no fp32 vocabulary-sized tensor for the backward pass, and the sparse top-k teacher."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from scipy.special import rel_entr, softmax
+
+from distiltune.errors import DistilTuneError
+from distiltune.losses import build_term
+from distiltune.losses import vocab as V
+from distiltune.losses.logits import js_per_sample, kd_per_sample, teacher_confidence
+from distiltune.models.features import Outputs
+
+
+def logits(*shape, seed=0, scale=2.0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=g) * scale
+
+
+def test_divergences_match_a_direct_reference():
+    s, t = logits(6, 50, seed=1), logits(6, 50, seed=2)
+    p_s, p_t = softmax(s.double().numpy() / 2, -1), softmax(t.double().numpy() / 2, -1)
+    log_t, log_s = V.log_probs(s, t, 2.0)
+    np.testing.assert_allclose(V.forward_kl(log_t, log_s), rel_entr(p_t, p_s).sum(-1), rtol=1e-4)
+    np.testing.assert_allclose(V.reverse_kl(log_t, log_s), rel_entr(p_s, p_t).sum(-1), rtol=1e-4)
+    np.testing.assert_allclose(V.total_variation(log_t, log_s), 0.5 * np.abs(p_t - p_s).sum(-1), rtol=1e-4)
+    beta = 0.3
+    m = beta * p_t + (1 - beta) * p_s
+    ref = (beta * rel_entr(p_t, m).sum(-1) + (1 - beta) * rel_entr(p_s, m).sum(-1)) / (beta * (1 - beta))
+    np.testing.assert_allclose(V.generalized_jsd(log_t, log_s, beta), ref, rtol=1e-4)
+
+
+def test_generalized_jsd_runs_from_forward_to_reverse_kl():
+    log_t, log_s = V.log_probs(logits(8, 30, seed=3), logits(8, 30, seed=4), 1.0)
+    fwd, rev = V.forward_kl(log_t, log_s), V.reverse_kl(log_t, log_s)
+    assert not torch.allclose(fwd, rev, rtol=0.05)  # the two ends differ, so the checks below can fail
+    torch.testing.assert_close(V.generalized_jsd(log_t, log_s, 0.0), fwd)
+    torch.testing.assert_close(V.generalized_jsd(log_t, log_s, 1.0), rev)
+    s, t = logits(8, 30, seed=3), logits(8, 30, seed=4)
+    torch.testing.assert_close(V.generalized_jsd(log_t, log_s, 0.5), 4 * js_per_sample(s, t, 1.0))
+    # continuous at both ends (the gap shrinks as O(beta) times how far the two distributions' ratio
+    # strays from 1: gentler logits here)
+    log_t, log_s = V.log_probs(logits(8, 30, seed=3, scale=0.5), logits(8, 30, seed=4, scale=0.5), 1.0)
+    for end, kl, near in ((0.0, V.forward_kl, (0.1, 0.01)), (1.0, V.reverse_kl, (0.9, 0.99))):
+        ref = kl(log_t, log_s)
+        gaps = [(V.generalized_jsd(log_t, log_s, b) - ref).abs().max().item() for b in near]
+        assert gaps[1] < gaps[0] / 5 and gaps[1] < 0.02 * ref.max().item(), (end, gaps)
+
+
+@pytest.mark.parametrize("name", ["kd", "reverse_kl", "js", "gjsd", "tv"])
+def test_a_term_over_tokens_is_the_mean_over_response_tokens(name):
+    """(batch, length, vocabulary) logits and a mask of response tokens: the term is the mean of the
+    per-token divergence over the masked tokens of the whole batch, computed here directly."""
+    s, t = logits(3, 7, 40, seed=5), logits(3, 7, 40, seed=6)
+    mask = torch.zeros(3, 7, dtype=torch.bool)
+    mask[0, 2:6], mask[1, 1:], mask[2, 5:] = True, True, True  # responses of 4, 6 and 2 tokens
+    term = build_term(name)
+    value = term(Outputs(logits=s), Outputs(logits=t), {"temperature": 1.5, "position_mask": mask})
+    p_s, p_t = softmax(s.double().numpy() / 1.5, -1), softmax(t.double().numpy() / 1.5, -1)
+    m = 0.5 * (p_s + p_t)
+    per = {"kd": 1.5 ** 2 * rel_entr(p_t, p_s).sum(-1), "reverse_kl": 1.5 ** 2 * rel_entr(p_s, p_t).sum(-1),
+           "js": 1.5 ** 2 * 0.5 * (rel_entr(p_t, m) + rel_entr(p_s, m)).sum(-1),
+           "gjsd": 1.5 ** 2 * 2 * (rel_entr(p_t, m) + rel_entr(p_s, m)).sum(-1),  # beta 0.5: 4 * JS
+           "tv": 1.5 * 0.5 * np.abs(p_t - p_s).sum(-1)}[name]
+    assert value.item() == pytest.approx(per[mask.numpy()].mean(), rel=1e-4)
+    # not the mean of per-row means (which would weigh the 2-token response like the 6-token one)
+    rows = [per[i][mask[i].numpy()].mean() for i in range(3)]
+    assert abs(value.item() - np.mean(rows)) > 1e-3
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_chunks_give_the_whole_value_and_gradient(dtype):
+    t = logits(4, 9, 300, seed=8)
+    grads, values = [], []
+    for chunk in (10 ** 9, 300 * 5):  # one chunk; 5 positions a chunk (8 chunks, the last one short)
+        s = logits(4, 9, 300, seed=7).to(dtype).requires_grad_(True)
+        v = V.per_position(kd_per_sample, s, t, 2.0, chunk_elements=chunk)
+        (v * torch.arange(36.0).view(4, 9)).sum().backward()  # a different weight per position
+        values.append(v.detach())
+        grads.append(s.grad.float())
+    torch.testing.assert_close(values[1], values[0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-5, atol=1e-6)
+
+
+def saved_bytes(fn) -> int:
+    """Bytes of the tensors autograd keeps for the backward pass while ``fn`` runs (checkpointed chunks
+    keep only their inputs, which are views of the logits)."""
+    seen = {}
+
+    def pack(x):
+        seen[x.untyped_storage().data_ptr()] = x.untyped_storage().nbytes()
+        return x
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda x: x):
+        fn()
+    return sum(seen.values())
+
+
+def test_chunks_keep_no_fp32_vocabulary_tensor_for_the_backward_pass():
+    positions, vocab = 256, 4096
+    s = logits(positions, vocab, seed=9).to(torch.bfloat16).requires_grad_(True)
+    t = logits(positions, vocab, seed=10).to(torch.bfloat16)
+    whole = saved_bytes(lambda: kd_per_sample(s, t, 2.0).mean())
+    chunked = saved_bytes(lambda: V.per_position(kd_per_sample, s, t, 2.0, chunk_elements=vocab * 16).mean())
+    fp32, inputs = positions * vocab * 4, 2 * positions * vocab * 2  # the bf16 student and teacher logits
+    assert whole >= 2 * fp32  # log-softmaxes and probabilities of the whole batch, in fp32
+    assert chunked <= inputs + fp32 / 16, (chunked, inputs)  # the inputs (views), and no fp32 copy
+
+
+def test_top_k_with_every_class_is_the_dense_teacher():
+    s, t = logits(5, 12, seed=11), logits(5, 12, seed=12)
+    for temperature in (1.0, 3.0):
+        torch.testing.assert_close(kd_per_sample(s, V.top_k(t, 12), temperature), kd_per_sample(s, t, temperature))
+
+
+def test_top_k_keeps_the_exact_rest_and_bounds_the_dense_kl_from_below():
+    s, t = logits(6, 80, seed=13), logits(6, 80, seed=14)
+    sparse = V.top_k(t, 8)
+    p_t, p_s = softmax(t.double().numpy(), -1), softmax(s.double().numpy(), -1)
+    ids = sparse.ids.numpy()
+    top_t, top_s = np.take_along_axis(p_t, ids, -1), np.take_along_axis(p_s, ids, -1)
+    np.testing.assert_allclose(np.exp(sparse.rest.numpy()), 1 - top_t.sum(-1), rtol=1e-4)
+    bucket_t = np.concatenate([top_t, 1 - top_t.sum(-1, keepdims=True)], -1)
+    bucket_s = np.concatenate([top_s, 1 - top_s.sum(-1, keepdims=True)], -1)
+    got = kd_per_sample(s, sparse, 1.0)
+    np.testing.assert_allclose(got, rel_entr(bucket_t, bucket_s).sum(-1), rtol=1e-4)
+    assert (got <= kd_per_sample(s, t, 1.0) + 1e-6).all()
+
+
+def test_top_k_student_rest_stays_finite_for_a_confident_student():
+    """A student with all its mass on the teacher's top-k: its rest bucket comes from its other logits
+    directly, so value and gradient stay finite (1 - sum(top) would be 0 in fp32)."""
+    t = logits(2, 50, seed=15)
+    sparse = V.top_k(t, 4)
+    s = torch.full((2, 50), -60.0)
+    s.scatter_(-1, sparse.ids, 60.0)
+    s.requires_grad_(True)
+    value = kd_per_sample(s, sparse, 1.0).sum()
+    value.backward()
+    assert torch.isfinite(value) and torch.isfinite(s.grad).all()
+
+
+def test_confidence_weights_of_a_top_k_teacher():
+    t = logits(4, 20, seed=16)
+    labels = torch.tensor([0, 1, -100, 2])
+    dense = teacher_confidence(t, labels)
+    sparse = V.top_k(t, 20)
+    torch.testing.assert_close(teacher_confidence(sparse, labels), dense)
+    few = V.top_k(t, 2)
+    kept = (few.ids == labels.clamp(min=0)[:, None]).any(-1) | (labels == -100)
+    got = teacher_confidence(few, labels)
+    torch.testing.assert_close(got[kept], dense[kept])
+    assert (got[~kept] == 0).all()  # a label outside the teacher's top-k: the teacher is wrong there
+
+
+def test_bad_options_and_a_raw_logit_term_on_a_sparse_teacher_get_one_line():
+    with pytest.raises(DistilTuneError, match="beta 1.5 is outside") as err:
+        build_term("gjsd", beta=1.5)
+    assert "\n" not in str(err.value) and "-> fix:" in str(err.value)
+    s = logits(2, 3, 30, seed=17)
+    with pytest.raises(DistilTuneError, match="compares raw logits"):
+        build_term("logit_mse")(Outputs(logits=s), Outputs(logits=V.top_k(logits(2, 3, 30, seed=18), 4)), {})
+    term = build_term("kd")
+    value = term(Outputs(logits=s), Outputs(logits=V.top_k(logits(2, 3, 30, seed=18), 4)), {"temperature": 1.0})
+    assert torch.isfinite(value) and value > 0
