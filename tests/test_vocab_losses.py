@@ -114,21 +114,26 @@ def test_chunks_keep_no_fp32_vocabulary_tensor_for_the_backward_pass():
 def test_top_k_with_every_class_is_the_dense_teacher():
     s, t = logits(5, 12, seed=11), logits(5, 12, seed=12)
     for temperature in (1.0, 3.0):
-        torch.testing.assert_close(kd_per_sample(s, V.top_k(t, 12), temperature), kd_per_sample(s, t, temperature))
+        torch.testing.assert_close(kd_per_sample(s, V.top_k(t, 12, temperature), temperature),
+                                   kd_per_sample(s, t, temperature))
 
 
-def test_top_k_keeps_the_exact_rest_and_bounds_the_dense_kl_from_below():
+@pytest.mark.parametrize("temperature", [1.0, 2.5])
+def test_top_k_buckets_are_exact_and_bound_the_dense_kl_from_below(temperature):
     s, t = logits(6, 80, seed=13), logits(6, 80, seed=14)
-    sparse = V.top_k(t, 8)
-    p_t, p_s = softmax(t.double().numpy(), -1), softmax(s.double().numpy(), -1)
+    sparse = V.top_k(t, 8, temperature)
+    p_t = softmax(t.double().numpy() / temperature, -1)
+    p_s = softmax(s.double().numpy() / temperature, -1)
     ids = sparse.ids.numpy()
     top_t, top_s = np.take_along_axis(p_t, ids, -1), np.take_along_axis(p_s, ids, -1)
-    np.testing.assert_allclose(np.exp(sparse.rest.numpy()), 1 - top_t.sum(-1), rtol=1e-4)
+    np.testing.assert_allclose(sparse.log_probs().exp().numpy()[:, :8], top_t, rtol=1e-4)  # the tail is exact
     bucket_t = np.concatenate([top_t, 1 - top_t.sum(-1, keepdims=True)], -1)
     bucket_s = np.concatenate([top_s, 1 - top_s.sum(-1, keepdims=True)], -1)
-    got = kd_per_sample(s, sparse, 1.0)
-    np.testing.assert_allclose(got, rel_entr(bucket_t, bucket_s).sum(-1), rtol=1e-4)
-    assert (got <= kd_per_sample(s, t, 1.0) + 1e-6).all()
+    got = kd_per_sample(s, sparse, temperature)
+    np.testing.assert_allclose(got, temperature ** 2 * rel_entr(bucket_t, bucket_s).sum(-1), rtol=1e-4)
+    assert (got <= kd_per_sample(s, t, temperature) + 1e-6).all()
+    with pytest.raises(ValueError, match="read at temperature"):
+        kd_per_sample(s, sparse, temperature + 1)
 
 
 def test_top_k_student_rest_stays_finite_for_a_confident_student():
@@ -167,3 +172,21 @@ def test_bad_options_and_a_raw_logit_term_on_a_sparse_teacher_get_one_line():
     term = build_term("kd")
     value = term(Outputs(logits=s), Outputs(logits=V.top_k(logits(2, 3, 30, seed=18), 4)), {"temperature": 1.0})
     assert torch.isfinite(value) and value > 0
+
+
+def test_token_cross_entropy_is_the_mean_over_labelled_tokens_and_keeps_no_fp32_copy():
+    from distiltune.models.task_loss import hard_label_loss
+
+    vocab = 32768  # 4 x 80 x 32768 = 10.5M logits: past one chunk (CHUNK_ELEMENTS), as a real vocabulary is
+    s = logits(4, 80, vocab, seed=19).to(torch.bfloat16).requires_grad_(True)
+    labels = torch.randint(0, vocab, (4, 80), generator=torch.Generator().manual_seed(20))
+    labels[:, :20] = -100  # the prompt: no loss there
+    labels[3, 40:] = -100  # padding
+    ref = F.cross_entropy(s.float().reshape(-1, vocab), labels.reshape(-1), ignore_index=-100)
+    got = hard_label_loss(s, labels)
+    assert got.item() == pytest.approx(ref.item(), rel=1e-5)
+    g_ref, = torch.autograd.grad(ref, s)
+    g_got, = torch.autograd.grad(hard_label_loss(s, labels), s)
+    torch.testing.assert_close(g_got.float(), g_ref.float(), rtol=1e-2, atol=1e-6)
+    kept = saved_bytes(lambda: hard_label_loss(s, labels))
+    assert kept <= s.numel() * 2 + labels.numel() * 8 + s.numel() * 4 // 16, kept  # the bf16 logits, no fp32 copy

@@ -73,10 +73,12 @@ def teacher_confidence(teacher_logits, labels: torch.Tensor | None) -> torch.Ten
     """Per-row weight in [0, 1]: the teacher's probability of the true label on labelled rows (low
     when it is wrong), its top probability on unlabeled rows (low when it is unsure). Dynamic KD
     by teacher confidence, after Li et al. 2021 ("Dynamic Knowledge Distillation for Pre-trained
-    Language Models"). A sparse teacher gives a label outside its top-k the weight 0."""
+    Language Models"). A sparse teacher (at the temperature it was read for) gives a label outside
+    its top-k the weight 0."""
     with torch.no_grad():
         if isinstance(teacher_logits, TopK):
-            logp, ids = teacher_logits.logprobs.float(), teacher_logits.ids.long()
+            ids = teacher_logits.ids.long()
+            logp = teacher_logits.log_probs()[..., :ids.shape[-1]]
         else:  # a chunk of positions at a time: no full-size fp32 softmax of a vocabulary
             logp = per_position(lambda rows: F.log_softmax(rows.float(), -1).max(-1).values, teacher_logits)
             ids = None

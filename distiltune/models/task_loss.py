@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from ..constants import IGNORE_INDEX
+from .chunked import per_position
 
 
 def hard_label_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -13,14 +14,20 @@ def hard_label_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
     The mean over labelled rows is their sum over their count (at least 1), never a test of
     "any labelled row?": reading that flag back would stall the host on a GPU at every step."""
-    logits = logits.float()
     if logits.shape[-1] == 1:
+        logits = logits.float()
         labels = labels.float().view(-1)
         keep = torch.isfinite(labels)
         err = torch.where(keep, logits.view(-1) - labels.nan_to_num(0.0, 0.0, 0.0), 0.0)
         return err.pow(2).sum() / keep.sum().clamp(min=1)
     labels = labels.long()
-    if logits.dim() > 2:  # one label per word or token: every position is a row
-        logits, labels = logits.reshape(-1, logits.shape[-1]), labels.reshape(-1)
-    total = F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, reduction="sum")
+    if logits.dim() > 2:  # one label per word or token: every position is a row, a chunk of them at a time
+        per = per_position(_token_ce, logits, labels.reshape(logits.shape[:-1]))
+        return per.sum() / (labels != IGNORE_INDEX).sum().clamp(min=1)
+    total = F.cross_entropy(logits.float(), labels, ignore_index=IGNORE_INDEX, reduction="sum")
     return total / (labels != IGNORE_INDEX).sum().clamp(min=1)
+
+
+def _token_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy per row (0 where the label is -100), in fp32 for this chunk only."""
+    return F.cross_entropy(logits.float(), labels, ignore_index=IGNORE_INDEX, reduction="none")

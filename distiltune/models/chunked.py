@@ -1,0 +1,54 @@
+"""Per-position computations over a large last axis (a vocabulary), a chunk of positions at a time.
+
+Loss terms over (batch x length x vocabulary) logits use this so that the fp32 intermediates of a
+softmax exist for one chunk only, in the forward and the backward pass (each chunk runs under
+activation checkpointing: recomputed in the backward pass, not kept). The inputs keep their own
+dtype (bf16 logits stay bf16); the gradient of the logits is the one full-size tensor, as for any
+loss on them.
+"""
+from __future__ import annotations
+
+import torch
+from torch.utils.checkpoint import checkpoint
+
+# fp32 elements of one chunk's (positions x classes) intermediates: 2^23 = 32 MiB each. A 152k
+# vocabulary gives 55 positions a chunk; a classifier's batch is one chunk, computed directly.
+CHUNK_ELEMENTS = 2 ** 23
+
+
+def per_position(fn, logits: torch.Tensor, *others, chunk_elements: int = CHUNK_ELEMENTS) -> torch.Tensor:
+    """``fn(rows, *others_rows) -> (rows,)`` over all leading positions of ``logits`` (..., classes), a
+    chunk of rows at a time, each under checkpointing when it needs a gradient (its fp32 intermediates
+    are recomputed in the backward pass rather than kept). Each of ``others`` with the same leading
+    shape (a teacher's logits or a sparse ``losses.vocab.TopK``, labels) is cut into the same rows; anything else (a
+    temperature, a beta) is passed as it is. Returns shape ``logits.shape[:-1]``."""
+    lead, classes = logits.shape[:-1], logits.shape[-1]
+    k = len(lead)
+
+    def sparse(x) -> bool:  # a sparse distribution (losses.vocab.TopK): cut by its own methods
+        return hasattr(x, "flat") and hasattr(x, "rows")
+
+    def per_row(x) -> bool:
+        return sparse(x) or (torch.is_tensor(x) and x.dim() >= k and tuple(x.shape[:k]) == tuple(lead))
+
+    def flat(x):
+        return x.flat() if sparse(x) else x.reshape(-1, *x.shape[k:])
+
+    def cut(x, a, b):
+        return x.rows(a, b) if sparse(x) else x[a:b]
+
+    chunked = [per_row(o) for o in others]
+    x = logits.reshape(-1, classes)
+    rest = [flat(o) if c else o for o, c in zip(others, chunked)]
+    n, rows = x.shape[0], max(1, chunk_elements // max(classes, 1))
+    if n <= rows:
+        return fn(x, *rest).reshape(lead)
+    out = []
+    for a in range(0, n, rows):
+        b = min(a + rows, n)
+        part = (x[a:b], *[cut(o, a, b) if c else o for o, c in zip(rest, chunked)])
+        if torch.is_grad_enabled() and x.requires_grad:
+            out.append(checkpoint(fn, *part, use_reentrant=False))
+        else:
+            out.append(fn(*part))
+    return torch.cat(out).reshape(lead)
