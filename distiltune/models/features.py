@@ -130,15 +130,20 @@ ENCODERS = {
     "mpnet": ("encoder.layer", "num_hidden_layers", ("attention.attn.q", "attention.attn.k", "attention.attn.v")),
     "distilbert": ("transformer.layer", "n_layers", ("attention.q_lin", "attention.k_lin", "attention.v_lin")),
 }
+# Decoder LLMs (causal LMs): the families of the offline models (SmolLM2 is Llama, Qwen2.5, Gemma 3)
+# and their close relatives, all with the same layout.
+_DECODER = ("layers", "num_hidden_layers", ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"))
+DECODERS = {t: _DECODER for t in ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "olmo2")}
+LAYOUTS = {**ENCODERS, **DECODERS}
 
 
 def encoder_layout(model: nn.Module, role: str, need: str = "layers"):
     mtype = getattr(getattr(model, "config", None), "model_type", None)
-    if mtype not in ENCODERS:
-        what = f"a '{mtype}' model" if mtype else "a model that is not a transformers encoder"
+    if mtype not in LAYOUTS:
+        what = f"a '{mtype}' model" if mtype else "a model that is not a transformers encoder or decoder"
         raise DistilTuneError(f"{need} of {what} ({role}) are not mapped by distiltune",
-                              f"supported: {', '.join(sorted(ENCODERS))}; or name submodules via student_modules/teacher_modules")
-    return ENCODERS[mtype]
+                              f"supported: {', '.join(sorted(LAYOUTS))}; or name submodules via student_modules/teacher_modules")
+    return LAYOUTS[mtype]
 
 
 def num_layers(model: nn.Module, role: str) -> int:

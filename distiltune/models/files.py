@@ -8,7 +8,7 @@ import os
 from transformers import AutoConfig
 
 from ..errors import DistilTuneError
-from .features import ENCODERS
+from .features import LAYOUTS
 from .hf import TOKENIZER_FILES
 
 
@@ -62,9 +62,9 @@ def check_freeze_depth(path: str, name: str, role: str, first_layers: int) -> No
     if not first_layers:
         return
     config = AutoConfig.from_pretrained(path)
-    layout = ENCODERS.get(getattr(config, "model_type", None))
+    layout = LAYOUTS.get(getattr(config, "model_type", None))
     if layout is None:
-        raise DistilTuneError(f"freeze_layers applies to {', '.join(sorted(ENCODERS))} encoders, not the {role} "
+        raise DistilTuneError(f"freeze_layers applies to {', '.join(sorted(LAYOUTS))} models, not the {role} "
                               f"'{name}' ({config.model_type})", "freeze its parameters yourself, or set freeze_layers: 0")
     n = getattr(config, layout[1])
     if first_layers > n:

@@ -9,7 +9,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
 from ..errors import DistilTuneError
-from .features import ENCODERS
+from .features import LAYOUTS
 
 DEMO_MODELS = {"demo:all-mpnet-base-v2": "demo_teacher_path", "demo:all-MiniLM-L6-v2": "demo_student_path"}
 
@@ -142,10 +142,10 @@ def count_params(model: nn.Module) -> int:
 
 def _layer_prefix(model) -> tuple[str, str]:
     mtype = model.config.model_type
-    if mtype not in ENCODERS:
+    if mtype not in LAYOUTS:
         raise DistilTuneError(f"building a student from a '{mtype}' teacher is not supported",
-                              f"use one of {', '.join(sorted(ENCODERS))}, or name a pretrained student")
-    stack, attr, _ = ENCODERS[mtype]
+                              f"use one of {', '.join(sorted(LAYOUTS))}, or name a pretrained student")
+    stack, attr, _ = LAYOUTS[mtype]
     return f"{model.base_model_prefix}.{stack}", attr
 
 
@@ -167,7 +167,9 @@ def build_student(teacher: nn.Module, layers: list[int] | None = None) -> nn.Mod
         raise DistilTuneError(f"student_layers {layers} repeats a layer", "list each teacher layer at most once")
     config = copy.deepcopy(teacher.config)
     setattr(config, attr, len(layers))
-    student = type(teacher)(config)
+    if isinstance(getattr(config, "layer_types", None), list):  # decoders: each kept layer keeps its attention
+        config.layer_types = [config.layer_types[i] for i in layers]  # kind (full or sliding-window)
+    student = type(teacher)(config)  # built fresh: each layer's cache index (layer_idx) is its new position
     pat = re.compile(rf"^{re.escape(prefix)}\.(\d+)\.(.*)$")
     remap = {old: new for new, old in enumerate(layers)}
     state = {}
@@ -190,8 +192,8 @@ def freeze(model: nn.Module, embeddings: bool, first_layers: int) -> int:
         return 0
     base = model.base_model
     frozen = []
-    if embeddings:
-        frozen.append(base.embeddings)
+    if embeddings:  # an encoder's embedding block (words, positions, norm), or a decoder's token embeddings
+        frozen.append(getattr(base, "embeddings", None) or model.get_input_embeddings())
     if first_layers:
         prefix, attr = _layer_prefix(model)
         n = getattr(model.config, attr)
