@@ -166,3 +166,36 @@ def test_rows_of_different_shapes_are_zero_padded_on_every_axis():
     assert spans.tolist() == [[[1.0, 0.0], [2.0, 0.0]], [[3.0, 4.0], [5.0, 6.0]]]
     same = collate([{"teacher_logits": [1.0, 2.0]}, {"teacher_logits": [3.0, 4.0]}])["teacher_logits"]
     assert same.dtype == torch.float32 and same.tolist() == [[1.0, 2.0], [3.0, 4.0]]
+
+
+def test_a_build_stopped_part_way_resumes_at_its_first_missing_shard(tmp_path):
+    """The expensive pass for a large teacher: killed after two of four shards, the next build computes
+    only the other two, and the table equals one built without stopping."""
+    from datasets import Dataset
+
+    ds = Dataset.from_dict({"input_ids": [[i, 2 * i, 3] for i in range(10)], "length": [3] * 10})
+    seen = []
+
+    def teacher(rows, stop_at=None):
+        if stop_at is not None and len(seen) == stop_at:
+            raise KeyboardInterrupt  # the kill, in the middle of the third shard's pass
+        seen.append(len(rows))
+        return np.asarray([[sum(r), -float(r[0]), 0.5] for r in rows["input_ids"]], dtype=np.float32)
+
+    log = []
+    cache = lambda root: TC.TeacherCache(str(root), "fp", shard_rows=3, log=log.append)  # noqa: E731
+    with pytest.raises(KeyboardInterrupt):
+        cache(tmp_path / "a").attach(ds, ds, ["input_ids"], lambda r: teacher(r, stop_at=2))
+    assert seen == [3, 3]
+    resumed = cache(tmp_path / "a").attach(ds, ds, ["input_ids"], teacher)
+    assert seen == [3, 3, 3, 1]  # shards 3 and 4 only
+    assert any("resuming a build that stopped, 6 of 10 rows already done" in line for line in log)
+    assert any(line.startswith("[distiltune] teacher cache: shard 4 of 4 (10 of 10 rows)") and "tokens/s" in line
+               for line in log)
+    whole = cache(tmp_path / "b").attach(ds, ds, ["input_ids"], teacher)
+    assert resumed["teacher_logits"] == whole["teacher_logits"] and len(resumed) == 10
+    seen.clear()
+    log.clear()
+    again = cache(tmp_path / "a").attach(ds, ds, ["input_ids"], teacher)  # whole now: read back, not rebuilt
+    assert again["teacher_logits"] == whole["teacher_logits"]
+    assert seen == [4] and not any("shard" in line for line in log)  # only the first-use check's 4 rows

@@ -9,6 +9,9 @@
 - Named by a fingerprint of the teacher weights, the set of row keys (data and tokenisation) and the
   storage form; when one of them changes the cache is rebuilt and the line printed says which.
 - Checked on first use: a few rows are recomputed and compared; a mismatch rebuilds it.
+- Built in shards of rows, each written whole (temp folder + rename) as it is done, with its progress
+  (rows/s, tokens/s) printed: a build killed part-way resumes at the first missing shard, not from
+  zero (the expensive pass for a large teacher).
 - ``topk``: for large label spaces (e.g. vocabularies) only the k largest logits of a row are kept,
   plus the log-mass of the missing ones at a grid of temperatures. Dense logits are rebuilt on the
   fly for the step's temperature (the missing classes share the teacher's exact remaining mass
@@ -50,7 +53,10 @@ TAIL_TEMPERATURES = (1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0)
 def compress(logits, k: int | None) -> dict[str, list]:
     """Full logits, or the top-k form: the k largest values and their indices, plus the log-sum-exp
     of the missing logits at each of TAIL_TEMPERATURES (their exact softened mass there). A list of
-    arrays (one (words, C) array per row: word-level tasks) is stored whole, row by row."""
+    arrays (one (words, C) array per row: word-level tasks) is stored whole, row by row. A dict holds
+    columns a task compressed itself (a language model's per-token top-k: never a dense vocabulary)."""
+    if isinstance(logits, dict):
+        return logits
     if isinstance(logits, list):
         if k is not None:
             raise ValueError("teacher_cache_topk applies to one logit vector per row, not to per-word outputs")
@@ -139,9 +145,9 @@ class TeacherCache:
     """``attach(ds, t_ds, columns, predict)`` returns ``ds`` with the cached columns joined by row key."""
 
     def __init__(self, root: str, teacher_fp: str, topk: int | None = None, precision: str = "fp32",
-                 verify_rows: int = 4, log: Callable[[str], None] = print):
+                 verify_rows: int = 4, log: Callable[[str], None] = print, shard_rows: int = 2048):
         self.root, self.teacher_fp, self.topk, self.precision = root, teacher_fp, topk, precision
-        self.verify_rows, self.log = verify_rows, log
+        self.verify_rows, self.log, self.shard_rows = verify_rows, log, shard_rows
         self.built_seconds: float | None = None  # set when this call computed the logits
 
     def attach(self, ds, t_ds, columns: list[str], predict: Callable) -> "object":
@@ -149,7 +155,7 @@ class TeacherCache:
 
         keys = row_keys(t_ds, columns)
         meta = {"teacher": self.teacher_fp, "inputs": hashlib.sha256("".join(sorted(set(keys))).encode()).hexdigest()[:16],
-                "rows": len(set(keys)), "topk": self.topk, "precision": self.precision, "version": 1}
+                "rows": len(set(keys)), "topk": self.topk, "precision": self.precision, "version": 2}
         name = hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:16]
         path = os.path.join(self.root, name)
         table = self._load(path)
@@ -178,13 +184,11 @@ class TeacherCache:
         return json.load(open(f)) if os.path.isfile(f) else None
 
     def _load(self, path: str):
-        from datasets import load_from_disk
-
         if not os.path.isfile(os.path.join(path, "meta.json")):
             return None
         try:
-            return load_from_disk(os.path.join(path, "table"))
-        except Exception:  # a half-written or damaged cache is rebuilt, never trusted
+            return _read_shards(path)
+        except Exception:  # a damaged cache is rebuilt, never trusted
             return None
 
     def _aligned(self, table, keys: list[str], t_ds, predict) -> bool:
@@ -197,7 +201,10 @@ class TeacherCache:
         rows = sorted(rng.choice(len(keys), size=min(self.verify_rows, len(keys)), replace=False).tolist())
         fresh = predict(t_ds.select(rows))
         stored = table.select([index[keys[r]] for r in rows])
-        if "teacher_logits" in stored.column_names:
+        if isinstance(fresh, dict):  # a task's own compressed form: its kept values must agree
+            ok = all(np.allclose(np.asarray(a, dtype=np.float32), np.asarray(b, dtype=np.float32), **self._tolerance())
+                     and np.shape(a) == np.shape(b) for a, b in zip(stored["teacher_topk_values"], fresh["teacher_topk_values"]))
+        elif "teacher_logits" in stored.column_names:
             ok = all(np.allclose(np.asarray(a, dtype=np.float32), np.asarray(b, dtype=np.float32), **self._tolerance())
                      and np.shape(a) == np.shape(b) for a, b in zip(stored["teacher_logits"], fresh))
         else:
@@ -226,22 +233,76 @@ class TeacherCache:
     def _build(self, path: str, meta: dict, keys: list[str], t_ds, predict):
         import time
 
-        from datasets import Dataset, load_from_disk
+        from datasets import Dataset
 
         t0 = time.perf_counter()
         first = {}
-        for i, k in enumerate(keys):  # identical teacher inputs give identical logits: one row each
+        for i, k in enumerate(keys):  # identical teacher inputs give identical outputs: one row each
             first.setdefault(k, i)
-        unique = list(first.values())
-        logits = predict(t_ds if len(unique) == len(keys) else t_ds.select(unique))
-        logits = logits if isinstance(logits, list) else np.asarray(logits, dtype=np.float32)
-        table = Dataset.from_dict({"key": list(first), **compress(logits, self.topk)})
-        if os.path.isdir(self.root):  # one cache per output folder: stale ones go
-            shutil.rmtree(self.root)
+        unique, names = list(first.values()), list(first)
         tmp = path + ".partial"
-        table.save_to_disk(os.path.join(tmp, "table"))
-        with open(os.path.join(tmp, "meta.json"), "w") as f:
-            json.dump(meta, f, indent=1)
+        if self._meta(tmp) != meta:  # another build's leftovers (or none): start afresh
+            shutil.rmtree(tmp, ignore_errors=True)
+            os.makedirs(os.path.join(tmp, "shards"))
+            with open(os.path.join(tmp, "meta.json"), "w") as f:
+                json.dump(meta, f, indent=1)
+        starts = list(range(0, len(unique), self.shard_rows))
+        done = [i for i, _ in enumerate(starts) if os.path.isdir(_shard(tmp, i))]
+        if done:
+            rows_done = sum(min(self.shard_rows, len(unique) - starts[i]) for i in done)
+            self.log(f"[distiltune] teacher cache: resuming a build that stopped, {rows_done} of {len(unique)} rows "
+                     "already done")
+        lengths = t_ds["length"] if "length" in t_ds.column_names else None
+        rows_new = tokens_new = 0
+        for i, a in enumerate(starts):
+            if i in done:
+                continue
+            pick = unique[a:a + self.shard_rows]
+            out = predict(t_ds.select(pick))
+            if not isinstance(out, (list, dict)):
+                out = np.asarray(out, dtype=np.float32)
+            _save_quietly(Dataset.from_dict({"key": names[a:a + self.shard_rows], **compress(out, self.topk)}),
+                          _shard(tmp, i) + ".partial")
+            os.replace(_shard(tmp, i) + ".partial", _shard(tmp, i))  # a shard is whole or absent
+            rows_new += len(pick)
+            tokens_new += int(sum(lengths[j] for j in pick)) if lengths is not None else 0
+            if len(starts) > 1:
+                secs = max(time.perf_counter() - t0, 1e-9)
+                rate = f"{rows_new / secs:.1f} rows/s" + (f", {tokens_new / secs:,.0f} tokens/s" if tokens_new else "")
+                self.log(f"[distiltune] teacher cache: shard {i + 1} of {len(starts)} ({min(a + len(pick), len(unique))} "
+                         f"of {len(unique)} rows), {rate}")
+        for entry in os.listdir(self.root):  # one cache per output folder: stale ones go once this one is whole
+            if os.path.join(self.root, entry) not in (tmp, path):
+                shutil.rmtree(os.path.join(self.root, entry), ignore_errors=True)
+        shutil.rmtree(path, ignore_errors=True)
         os.replace(tmp, path)  # complete or absent, never half-written
         self.built_seconds = time.perf_counter() - t0
-        return load_from_disk(os.path.join(path, "table"))
+        return _read_shards(path)
+
+
+def _save_quietly(table, path: str) -> None:
+    """Save without datasets' per-save progress bar (one per shard would drown the shard lines)."""
+    import datasets
+
+    was_off = datasets.are_progress_bars_disabled()
+    datasets.disable_progress_bars()
+    try:
+        table.save_to_disk(path)
+    finally:
+        if not was_off:
+            datasets.enable_progress_bars()
+
+
+def _shard(folder: str, i: int) -> str:
+    return os.path.join(folder, "shards", f"{i:05d}")
+
+
+def _read_shards(path: str):
+    """The cache's table: its shards joined, memory-mapped (no copy)."""
+    from datasets import concatenate_datasets, load_from_disk
+
+    shards = sorted(os.listdir(os.path.join(path, "shards")))
+    parts = [load_from_disk(os.path.join(path, "shards", s)) for s in shards if not s.endswith(".partial")]
+    if not parts:
+        raise FileNotFoundError(path)
+    return parts[0] if len(parts) == 1 else concatenate_datasets(parts)
