@@ -199,3 +199,29 @@ def test_a_build_stopped_part_way_resumes_at_its_first_missing_shard(tmp_path):
     again = cache(tmp_path / "a").attach(ds, ds, ["input_ids"], teacher)  # whole now: read back, not rebuilt
     assert again["teacher_logits"] == whole["teacher_logits"]
     assert seen == [4] and not any("shard" in line for line in log)  # only the first-use check's 4 rows
+
+
+@pytest.mark.parametrize("temperature", [1.0, 2.0, 2.7])
+def test_a_language_models_per_token_top_k_reaches_the_loss_at_its_positions(temperature):
+    """Per response token: top-k logits, ids and the tail on the grid, stored ragged per row, padded by
+    the collator and placed back at each row's response positions; the KD read from it is the KD
+    against the dense teacher's own top-k form (exact on the grid of temperatures, close between)."""
+    from distiltune.losses import vocab as V
+    from distiltune.losses.logits import kd_per_sample
+
+    g = torch.Generator().manual_seed(0)
+    teacher, student = torch.randn(2, 9, 300, generator=g) * 3, torch.randn(2, 9, 300, generator=g)
+    mask = torch.zeros(2, 9, dtype=torch.bool)
+    mask[0, 3:8], mask[1, 1:4] = True, True  # 5 and 3 response tokens
+    rows = []
+    for b in range(2):
+        v, i, t = TC.token_topk(teacher[b][mask[b]], 16)
+        rows.append({"teacher_topk_values": v.numpy(), "teacher_topk_indices": i.numpy(), "teacher_tail_lse": t.numpy()})
+    batch = TC.collate(rows)
+    assert batch["teacher_topk_values"].shape == (2, 5, 16)
+    sparse = TC.sparse_teacher(batch, mask, 300, temperature)
+    assert not batch  # the columns are popped: the model never sees them
+    got = kd_per_sample(student, sparse, temperature)[mask]
+    want = kd_per_sample(student, V.top_k(teacher, 16, temperature), temperature)[mask]
+    tol = 1e-5 if temperature in TC.TAIL_TEMPERATURES else 2e-2
+    torch.testing.assert_close(got, want, rtol=tol, atol=tol)

@@ -78,6 +78,22 @@ def compress(logits, k: int | None) -> dict[str, list]:
             "teacher_tail_lse": tail.astype(np.float32).tolist()}
 
 
+def tail_at(tail_lse: torch.Tensor, temperature: float) -> torch.Tensor:
+    """The tail's log-sum-exp at ``temperature`` from its values on the TAIL_TEMPERATURES grid (last
+    axis): exact on the grid, linear in 1/T between grid points, the end segment's slope beyond."""
+    t = float(temperature)
+    # the grid segment in plain Python: no small tensors to build and read back on every step
+    beta = [1.0 / x for x in TAIL_TEMPERATURES]  # descending
+    b = min(max(1.0 / t, beta[-1]), beta[0])
+    j = min(max(bisect.bisect_left([-x for x in beta], -b), 1), len(beta) - 1)
+    w = (b - beta[j - 1]) / (beta[j] - beta[j - 1])
+    lo, hi = tail_lse[..., j - 1].double(), tail_lse[..., j].double()
+    lse = lo * (1 - w) + hi * w
+    if 1.0 / t != b:  # outside the grid: extend the end segment's slope
+        lse = lse + (hi - lo) / (beta[j] - beta[j - 1]) * (1.0 / t - b)
+    return lse
+
+
 def dense(values: torch.Tensor, indices: torch.Tensor, tail_lse: torch.Tensor, n: int,
           temperature: float = 1.0) -> torch.Tensor:
     """Rebuild (batch, n) logits from the top-k form for a loss at ``temperature``: the k kept
@@ -87,18 +103,49 @@ def dense(values: torch.Tensor, indices: torch.Tensor, tail_lse: torch.Tensor, n
     if k >= n:
         return torch.empty(values.shape[0], n, device=values.device).scatter_(1, indices.long(), values.float())
     t = float(temperature)
-    # the grid segment in plain Python: no small tensors to build and read back on every step
-    beta = [1.0 / x for x in TAIL_TEMPERATURES]  # descending
-    b = min(max(1.0 / t, beta[-1]), beta[0])
-    j = min(max(bisect.bisect_left([-x for x in beta], -b), 1), len(beta) - 1)
-    w = (b - beta[j - 1]) / (beta[j] - beta[j - 1])
-    lse = tail_lse[:, j - 1].double() * (1 - w) + tail_lse[:, j].double() * w
-    if 1.0 / t != b:  # outside the grid: extend the end segment's slope
-        slope = (tail_lse[:, j].double() - tail_lse[:, j - 1].double()) / (beta[j] - beta[j - 1])
-        lse = lse + slope * (1.0 / t - b)
+    lse = tail_at(tail_lse, t)
     fill = (t * (lse - np.log(n - k))).float()  # divided by T in the loss: log(mass / (n - k)) per class
     out = fill.reshape(-1, 1).expand(values.shape[0], n).clone()
     return out.scatter_(1, indices.long(), values.float())
+
+
+def token_topk(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A language model's per-token top-k form, computed where the logits are (a GPU): for (tokens,
+    vocabulary) logits, the k largest (fp32), their ids and the tail's log-sum-exp at each of
+    TAIL_TEMPERATURES, a chunk of tokens at a time (no fp32 copy of the whole vocabulary matrix)."""
+    rows = max(1, (1 << 23) // max(logits.shape[-1], 1))
+    vals, ids, tails = [], [], []
+    for a in range(0, logits.shape[0], rows):
+        z = logits[a:a + rows].float()
+        v, i = z.topk(min(k, z.shape[-1]), dim=-1)
+        vals.append(v)
+        ids.append(i)
+        if i.shape[-1] >= z.shape[-1]:  # nothing missing: the tail is never read
+            tails.append(z.new_zeros(len(z), len(TAIL_TEMPERATURES)))
+            continue
+        rest = z.scatter(-1, i, float("-inf"))
+        tails.append(torch.stack([torch.logsumexp(rest / t, dim=-1) for t in TAIL_TEMPERATURES], dim=-1))
+    return torch.cat(vals), torch.cat(ids), torch.cat(tails)
+
+
+def sparse_teacher(inputs: dict, positions: torch.Tensor, vocab: int, temperature: float = 1.0):
+    """Pop a language model's cached per-token columns from a batch and place them at ``positions``
+    ((batch, length) bool: the response tokens, in order) as a (batch, length, k)
+    :class:`~distiltune.losses.vocab.TopK` at the step's temperature; None when not cached.
+    Positions outside ``positions`` get the first token's entries, which no term reads (masked)."""
+    from ..losses.vocab import TopK
+
+    if "teacher_topk_values" not in inputs:
+        return None
+    vals, idx, tail = (inputs.pop(c) for c in TOPK)  # (batch, tokens, k), (batch, tokens, k), (batch, tokens, grid)
+    where = (positions.long().cumsum(-1) - 1).clamp(min=0)  # the j-th response position reads entry j
+    where = where.clamp(max=max(vals.shape[1] - 1, 0))
+
+    def place(x):
+        return x.gather(1, where.unsqueeze(-1).expand(*where.shape, x.shape[-1]))
+
+    return TopK(place(idx).long(), place(vals).float(), tail_at(place(tail), temperature).float(), vocab,
+                float(temperature))
 
 
 def collate(features: list[dict]) -> dict[str, torch.Tensor]:
