@@ -21,6 +21,7 @@ def forward_all(model, teacher, inputs: dict, terms: list, temperature: float = 
     batch = {"labels": inputs.pop("labels", None)}
     words = inputs.pop("word_index", None)  # word-level tasks: logits are read at each word's first sub-token
     span_mask = inputs.pop("span_mask", None)  # extractive QA: where an answer may start or end
+    positions = inputs.pop("response_mask", None)  # causal LM: the response tokens, which the KD terms read
     inputs.pop("window", None)  # (QA) which window a row is: read by validation scoring, not by a model
     cache_cols = {c: inputs.pop(c) for c in TC.COLUMNS if c in inputs}
     teacher_inputs = {k[len("teacher_"):]: inputs.pop(k) for k in list(inputs) if k.startswith("teacher_")}
@@ -37,8 +38,13 @@ def forward_all(model, teacher, inputs: dict, terms: list, temperature: float = 
         batch["position_mask"] = words >= 0
     if span_mask is not None:
         student_out.logits = SP.mask_spans(student_out.logits, span_mask)
+    if positions is not None:
+        batch["position_mask"] = positions.bool()
     teacher_out = None
-    cached = TC.teacher_logits_from(cache_cols, student_out.logits.shape[-1], temperature) if cache_cols else None
+    if positions is not None and cache_cols:  # a language model's per-token top-k, never a dense vocabulary
+        cached = TC.sparse_teacher(cache_cols, positions, student_out.logits.shape[-1], temperature)
+    else:
+        cached = TC.teacher_logits_from(cache_cols, student_out.logits.shape[-1], temperature) if cache_cols else None
     if cached is not None and words is not None:
         cached = fit_words(cached, words.shape[1])
     if cached is not None and span_mask is not None:
@@ -57,6 +63,8 @@ def forward_all(model, teacher, inputs: dict, terms: list, temperature: float = 
                                          t_req.modules, "teacher")
             if words is not None:
                 teacher_out.logits = fit_words(gather_words(teacher_out.logits, t_words), words.shape[1])
+            if positions is not None:
+                teacher_out.logits = student_vocabulary(teacher_out.logits, student_out.logits.shape[-1])
             if span_mask is not None:
                 logits = teacher_out.logits
                 if t_maps:  # another tokenizer: the same (batch, 4, length) form as a cached row
@@ -65,6 +73,18 @@ def forward_all(model, teacher, inputs: dict, terms: list, temperature: float = 
     batch.update(attention_mask=inputs.get("attention_mask"),
                  teacher_attention_mask=(teacher_inputs or inputs).get("attention_mask"))
     return student_out, teacher_out, batch
+
+
+def student_vocabulary(teacher: torch.Tensor, n: int) -> torch.Tensor:
+    """A teacher language model's logits over the student's ``n`` output rows, for two models of one
+    tokenizer whose output layers were padded to different sizes (Qwen2.5: 151,936 vs 152,064). The
+    rows past the tokenizer are never produced as tokens (the task checks the tokenizers before
+    training): the teacher's extra ones are cut, and the student's extra ones get a teacher logit of
+    -10^4, so KD teaches the student to give them no mass, as the teacher does."""
+    have = teacher.shape[-1]
+    if have >= n:
+        return teacher[..., :n]
+    return torch.nn.functional.pad(teacher, (0, n - have), value=SP.NEG)
 
 
 def fit_words(teacher_logits: torch.Tensor, n: int) -> torch.Tensor:
