@@ -2,6 +2,11 @@
 
 IGNORE_INDEX = -100  # label of unlabeled rows (classification); NaN plays that role for regression
 
+# Temperatures at which a top-k teacher cache stores its tail's log-sum-exp; between them log-mass is
+# interpolated in 1/T (log-sum-exp is smooth and convex in 1/T), so every temperature a schedule
+# passes through is covered (data.teacher_cache).
+TAIL_TEMPERATURES = (1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0)
+
 
 class AtMost(int):
     """A ``num_labeled`` that caps rather than asks (``--quick``'s slice): a training split with fewer

@@ -9,6 +9,7 @@ import torch
 from scipy.special import rel_entr, softmax
 
 from distiltune.data import teacher_cache as TC
+from distiltune.models.lm import token_topk
 from distiltune.losses import build_term
 from distiltune.training.forward import forward_all
 from lm_helpers import tiny_llama
@@ -60,7 +61,7 @@ def test_the_per_token_top_k_cache_gives_the_live_teachers_kd(models, temperatur
         t = teacher(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits[..., :64]
     rows = []
     for r in range(2):
-        v, i, tail = TC.token_topk(t[r][inputs["response_mask"][r].bool()], 8)
+        v, i, tail = token_topk(t[r][inputs["response_mask"][r].bool()], 8)
         rows.append({"teacher_topk_values": v.numpy(), "teacher_topk_indices": i.numpy(), "teacher_tail_lse": tail.numpy()})
     cached = dict(inputs) | TC.collate(rows)
     term = build_term("kd")

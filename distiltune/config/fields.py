@@ -10,8 +10,9 @@ from ..schedules import KINDS, UNITS
 
 STRATEGIES = ("finetune", "distill", "distill_finetune")
 METRICS = ("auto", "accuracy", "f1", "matthews", "pearson", "spearman", "entity_f1", "token_accuracy", "exact_match")
+LM_METRICS = ("token_accuracy",)  # causal_lm: higher is better (plateau, retention); perplexity is reported beside
 STOPS = ("plateau", "fixed")
-TASK_TYPES = ("auto", "classification", "regression", "token_classification", "question_answering")
+TASK_TYPES = ("auto", "classification", "regression", "token_classification", "question_answering", "causal_lm")
 
 
 def _f(default, help, **kw):
@@ -36,7 +37,8 @@ class DataArguments:
     text_pair_column: str | None = _f(None, "Second sentence column for sentence-pair tasks (GLUE-style), else none.")
     label_column: str = _f("label", "Column holding the label (class name/id, or a number for regression).")
     task_type: str = _f("auto", "'classification', 'regression', 'token_classification' (a tag per word: NER), "
-                                "'question_answering' (extractive: an answer span of a context), or 'auto' (float "
+                                "'question_answering' (extractive: an answer span of a context), 'causal_lm' (a decoder "
+                                "LLM learns responses or text, token-level KD over the vocabulary), or 'auto' (float "
                                 "labels mean regression).", choices=list(TASK_TYPES))
     tokens_column: str = _f("tokens", "token_classification: the column holding each row's words (a list).")
     tags_column: str = _f("ner_tags", "token_classification: the column holding one tag per word (IOB2 names or ids).")
@@ -47,9 +49,15 @@ class DataArguments:
     doc_stride: int | None = _f(None, "question_answering: tokens shared by consecutive windows of a context longer than "
                                       "max_length; default a quarter of max_length.")
     max_answer_length: int = _f(30, "question_answering: the longest answer span predicted, in tokens.")
+    prompt_column: str = _f("prompt", "causal_lm: the column holding the prompt (with response_column).")
+    response_column: str = _f("response", "causal_lm: the column holding the response the model learns; empty on "
+                                          "unlabeled rows.")
+    messages_column: str = _f("messages", "causal_lm: the column holding a chat (a list of {role, content}, the last one "
+                                          "the assistant's answer), rendered with each model's own chat template.")
     metric: str = _f("auto", "Main metric: accuracy, f1 (macro), matthews, pearson, spearman; entity_f1 or token_accuracy "
-                             "for token_classification; f1 or exact_match (SQuAD's) for question_answering; auto = "
-                             "accuracy, pearson, entity_f1 or f1.", choices=list(METRICS))
+                             "for token_classification; f1 or exact_match (SQuAD's) for question_answering; token_accuracy "
+                             "(top-1 next-token accuracy on gold responses) for causal_lm; auto = accuracy, pearson, "
+                             "entity_f1, f1 or token_accuracy.", choices=list(METRICS))
     max_length: int = _f(128, "Truncate texts to this many tokens (each model's own tokenizer).")
     validation_size: float = _f(0.1, "Validation split made from train when none is given: fraction (<1) or row count.")
     test_size: float = _f(0.15, "Test split made from train when none is given: fraction (<1) or row count.")

@@ -21,7 +21,8 @@ def per_position(fn, logits: torch.Tensor, *others, chunk_elements: int = CHUNK_
     chunk of rows at a time, each under checkpointing when it needs a gradient (its fp32 intermediates
     are recomputed in the backward pass rather than kept). Each of ``others`` with the same leading
     shape (a teacher's logits or a sparse ``losses.vocab.TopK``, labels) is cut into the same rows; anything else (a
-    temperature, a beta) is passed as it is. Returns shape ``logits.shape[:-1]``."""
+    temperature, a beta) is passed as it is. Returns shape ``logits.shape[:-1]`` (plus the trailing shape
+    of ``fn``'s rows when it returns a vector per row)."""
     lead, classes = logits.shape[:-1], logits.shape[-1]
     k = len(lead)
 
@@ -42,7 +43,8 @@ def per_position(fn, logits: torch.Tensor, *others, chunk_elements: int = CHUNK_
     rest = [flat(o) if c else o for o, c in zip(others, chunked)]
     n, rows = x.shape[0], max(1, chunk_elements // max(classes, 1))
     if n <= rows:
-        return fn(x, *rest).reshape(lead)
+        res = fn(x, *rest)
+        return res.reshape(*lead, *res.shape[1:])
     out = []
     for a in range(0, n, rows):
         b = min(a + rows, n)
@@ -51,4 +53,4 @@ def per_position(fn, logits: torch.Tensor, *others, chunk_elements: int = CHUNK_
             out.append(checkpoint(fn, *part, use_reentrant=False))
         else:
             out.append(fn(*part))
-    return torch.cat(out).reshape(lead)
+    return torch.cat(out).reshape(*lead, *out[0].shape[1:])

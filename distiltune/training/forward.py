@@ -114,6 +114,7 @@ def eval_forward(model, inputs: dict):
     words = inputs.pop("word_index", None)
     span_mask = inputs.pop("span_mask", None)
     inputs.pop("window", None)
+    inputs.pop("response_mask", None)  # causal LM: the labels already mark what is scored
     outputs = model(**inputs)
     if words is not None:
         outputs.logits = gather_words(outputs.logits, words)

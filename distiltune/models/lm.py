@@ -1,0 +1,50 @@
+"""Causal-LM inference: per-token scores of gold responses (NLL, top-1 accuracy) and a teacher's
+per-token top-k form for the cache, both a batch (and a chunk of positions) at a time, never a
+dense (rows x length x vocabulary) array."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ..constants import IGNORE_INDEX, TAIL_TEMPERATURES
+from .chunked import per_position
+from .inference import _autocast
+
+
+def _scores(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """(rows, 2): the log-probability of each row's label and whether it is the top-1 token."""
+    logp = F.log_softmax(logits.float(), dim=-1)
+    lab = labels.clamp(min=0)
+    picked = logp.gather(-1, lab[:, None])[:, 0]
+    top1 = (logp.argmax(-1) == lab).float()
+    keep = (labels != IGNORE_INDEX).float()
+    return torch.stack([picked * keep, top1 * keep], dim=-1)
+
+
+def token_scores(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """(batch, length, 2) per-token [log p(gold token), top-1 correct], 0 where the label is -100; a
+    chunk of positions at a time (validation reduces a batch's logits to this before it gathers them)."""
+    return per_position(_scores, logits, labels.reshape(logits.shape[:-1]))
+
+
+def token_topk(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A language model's per-token top-k form, computed where the logits are (a GPU): for (tokens,
+    vocabulary) logits, the k largest (fp32), their ids and the tail's log-sum-exp at each of
+    TAIL_TEMPERATURES, a chunk of tokens at a time (no fp32 copy of the whole vocabulary matrix)."""
+    rows = max(1, (1 << 23) // max(logits.shape[-1], 1))
+    vals, ids, tails = [], [], []
+    for a in range(0, logits.shape[0], rows):
+        z = logits[a:a + rows].float()
+        v, i = z.topk(min(k, z.shape[-1]), dim=-1)
+        vals.append(v)
+        ids.append(i)
+        if i.shape[-1] >= z.shape[-1]:  # nothing missing: the tail is never read
+            tails.append(z.new_zeros(len(z), len(TAIL_TEMPERATURES)))
+            continue
+        rest = z.scatter(-1, i, float("-inf"))
+        tails.append(torch.stack([torch.logsumexp(rest / t, dim=-1) for t in TAIL_TEMPERATURES], dim=-1))
+    return torch.cat(vals), torch.cat(ids), torch.cat(tails)
+
+
