@@ -12,7 +12,7 @@ TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>
             "{% if add_generation_prompt %}<|assistant|>{% endif %}")
 
 
-def bpe_tokenizer(vocab_size: int = 200, template: str | None = TEMPLATE) -> PreTrainedTokenizerFast:
+def bpe_tokenizer(vocab_size: int = 320, template: str | None = TEMPLATE) -> PreTrainedTokenizerFast:
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()

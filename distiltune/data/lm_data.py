@@ -64,6 +64,10 @@ def load_lm_data(cfg) -> TaskData:
         if len(ds) == 0:
             raise DistilTuneError(f"the {split} split is empty", f"give a {split} file with at least one row")
         missing = [c for c in keep if c not in ds.column_names]
+        if missing and split in ("validation", "test") and missing == [cols["response"]]:
+            raise DistilTuneError(f"the {split} data has no '{cols['response']}' column, but {split} rows are scored on "
+                                  "their gold responses", f"give the {split} data its responses (or leave the {split} "
+                                  "split to a seeded split of the training data)")
         if missing:
             raise DistilTuneError(f"the {split} data lacks column(s) {missing} that the training data has "
                                   f"(columns: {', '.join(ds.column_names)})", "give every split the same columns")

@@ -111,6 +111,7 @@ def train_stage(ctx, stage: str, fp: str, model, tokenizer, train_ds, objective,
                                   processing_class=tokenizer, teacher=teacher, objective=objective, temperature=temperature,
                                   eval_dataset=task.encode(ctx.data.validation, tokenizer) if evaluating else None,
                                   compute_metrics=task.compute_metrics if evaluating else None, callbacks=callbacks,
+                                  preprocess_logits_for_metrics=task.preprocess_logits if evaluating else None,
                                   schedule_epochs=schedule_epochs, online_teacher_lr=online_teacher_lr)
     last = _last_checkpoint(ctx, stage, args)
     t0 = time.perf_counter()

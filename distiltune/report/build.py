@@ -48,7 +48,7 @@ def _ratio(a, b):
 
 # every task's metrics (f1_<type> keys too: per entity type for token classification)
 METRIC_KEYS = ("accuracy", "f1", "matthews", "pearson", "spearman", "mse", "entity_f1", "entity_precision",
-               "entity_recall", "token_accuracy", "exact_match")
+               "entity_recall", "token_accuracy", "exact_match", "nll", "perplexity", "tokens")
 # and per entity type (f1_<TYPE>) for token classification, per answer length (em_len_* / f1_len_*) for QA
 METRIC_PREFIXES = ("f1_", "em_len_")
 
@@ -137,16 +137,19 @@ def export_summary(results: dict) -> dict:
 def to_markdown(report: dict) -> str:
     m = report["metric"]
     macro = m == "accuracy" and "per_class" in report  # classification: macro-F1 beside accuracy
+    ppl = report["task"] == "causal_lm"  # language models: perplexity of the gold responses beside
     lines = [f"# distiltune report: {report['strategy']}", "",
              f"Task: {report['task']}. Data: {report['data']['labelled']} labelled, {report['data']['unlabeled']} unlabeled "
              f"training rows; {report['data']['test']} test rows.", "",
-             f"| model | {m} |" + (" macro-F1 |" if macro else "") +
+             f"| model | {m} |" + (" macro-F1 |" if macro else "") + (" perplexity |" if ppl else "") +
              " params (M) | size (MB) | latency p50 / p95 (ms) | throughput (samples/s) |",
-             "|---|---|" + ("---|" if macro else "") + "---|---|---|---|"]
+             "|---|---|" + ("---|" if macro or ppl else "") + "---|---|---|---|"]
     for name, r in report["models"].items():
         size = _num(r["size_mb"]) if r.get("size_mb") else "-"
         f1 = r.get("metrics", {}).get("f1")
         extra = (f" {f1:.4f} |" if f1 is not None else " - |") if macro else ""
+        if ppl:
+            extra = f" {r.get('metrics', {}).get('perplexity', float('nan')):.3f} |"
         lines.append(f"| {name} | {r['metric']:.4f} |{extra} {_num(r['params'] / 1e6)} | {size} | "
                      f"{r['latency_ms_p50']:.1f} / {r['latency_ms_p95']:.1f} | {r['throughput_sps']:.1f} |")
     lines.append("")

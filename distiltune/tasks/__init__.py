@@ -10,9 +10,11 @@ from .module_classification import ModuleClassification
 from .text_classification import TextClassification
 from .question_answering import QuestionAnswering
 from .token_classification import TokenClassification
+from .causal_lm import CausalLM
 
-TASKS = {t.name: t for t in (TextClassification, TokenClassification, QuestionAnswering, ModuleClassification)}
-WORD_AND_SPAN_TASKS = {"token_classification": TokenClassification, "question_answering": QuestionAnswering}
+TASKS = {t.name: t for t in (TextClassification, TokenClassification, QuestionAnswering, CausalLM, ModuleClassification)}
+WORD_AND_SPAN_TASKS = {"token_classification": TokenClassification, "question_answering": QuestionAnswering,
+                       "causal_lm": CausalLM}
 
 
 def task_class(cfg) -> type[Task]:
@@ -33,5 +35,5 @@ def task_class(cfg) -> type[Task]:
     return TextClassification
 
 
-__all__ = ["Loaded", "ModuleClassification", "QuestionAnswering", "TASKS", "Task", "TextClassification",
+__all__ = ["CausalLM", "Loaded", "ModuleClassification", "QuestionAnswering", "TASKS", "Task", "TextClassification",
            "TokenClassification", "task_class"]

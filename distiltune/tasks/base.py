@@ -127,6 +127,8 @@ class Task:
     def labels(self, rows) -> np.ndarray:
         return np.asarray(rows["labels"])
 
+    preprocess_logits = None  # optional (logits, labels) -> what validation gathers instead (a language model's scores)
+
     def compute_metrics(self, pred) -> dict:
         """Validation metrics during training: the same code as the final evaluation."""
         return self.metrics(np.asarray(pred.predictions), np.asarray(pred.label_ids))

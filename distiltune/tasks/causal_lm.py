@@ -1,0 +1,275 @@
+"""Causal language models (decoder LLMs): responses to prompts, chats or plain text, learnt token by token.
+
+The teacher's output for a row is, per response token, its top-k logits, their ids and the tail's
+log-sum-exp on a grid of temperatures (``teacher_cache_topk``, default 32): never a dense
+``length x vocabulary`` matrix. Token-level terms (kd, reverse_kl, js, gjsd, tv) compare the two
+models' next-token distributions at the response tokens, a chunk of positions at a time; ``ce`` is
+the next-token cross-entropy on the gold responses. Teacher and student must share a tokenizer
+(output layers padded to different sizes are aligned on the shared ids); across tokenizers,
+distillation goes through generated text, which this task refuses to fake.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..data.collate import pad_rows
+from ..data.lm_data import form_columns, lm_columns, load_lm_data
+from ..data.lm_rows import check_prompt_lengths, check_same_rendering, encode_lm, lm_form
+from ..data.teacher_cache import collate as cached_columns
+from ..errors import DistilTuneError
+from ..models import files as MF
+from ..models import hf as M
+from ..models.inference import _autocast
+from ..models.lm import token_scores, token_topk
+from .base import Loaded
+from .text_classification import TextClassification, pad_multiple
+
+DEFAULT_TOPK = 32  # per token: DistillKit's recommended budget is of this order (about 300 bytes a token)
+
+
+def lm_tokenizer(name: str):
+    """The tokenizer as training pads it: right padding, and the end-of-sequence token as the pad
+    token where the model has none (the labels mask padding, so it is never learnt)."""
+    tok = M.load_tokenizer(name)
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    tok.padding_side = "right"
+    return tok
+
+
+class LMCollator:
+    """Pads a batch of encoded rows: ids with the pad token, attention 0, labels -100, response_mask 0;
+    the cached per-token teacher columns are padded by the cache's own collate."""
+
+    def __init__(self, tokenizer, pad_to_multiple_of: int | None = None):
+        self.tokenizer, self.pad_to_multiple_of = tokenizer, pad_to_multiple_of
+        self.keys = ("input_ids", "attention_mask")
+
+    def tokenizer_pad(self, rows: list[dict], prefix: str = "") -> dict:
+        return pad_rows(self.tokenizer, [{k: r[prefix + k] for k in self.keys} for r in rows], self.pad_to_multiple_of)
+
+    def batch(self, rows: list[dict]) -> dict:
+        return self.tokenizer_pad(rows)
+
+    def __call__(self, features: list[dict]) -> dict:
+        batch = self.tokenizer_pad(features)
+        n = batch["input_ids"].shape[1]
+        for key, fill in (("labels", -100), ("response_mask", 0)):
+            if key in features[0]:
+                out = torch.full((len(features), n), fill, dtype=torch.long)
+                for i, f in enumerate(features):
+                    out[i, :len(f[key])] = torch.as_tensor(f[key], dtype=torch.long)
+                batch[key] = out
+        batch.update(cached_columns(features))
+        return batch
+
+
+class CausalLM(TextClassification):
+    name = "causal_lm"
+    pipeline_tag = "text-generation"
+    export_kind = "lm"
+    head = "ForCausalLM"
+
+    @staticmethod
+    def auto_class():
+        from transformers import AutoModelForCausalLM
+
+        return AutoModelForCausalLM
+
+    @classmethod
+    def load_data(cls, cfg):
+        return load_lm_data(cfg)
+
+    def __init__(self, cfg, data):
+        super().__init__(cfg, data)
+        self.columns = lm_columns(cfg)
+        self.form = lm_form(data.text_columns, **self.columns)
+        self.topk = cfg.teacher_cache_topk or DEFAULT_TOPK
+
+    # ---- checks ----
+    @classmethod
+    def check_config(cls, cfg, problems) -> None:
+        refusals = [
+            (bool(cfg.augment), "augment edits words of a text; a language model's rows are learnt token by token",
+             "remove augment (give unlabeled_file text instead)"),
+            (cfg.online_teacher_lr is not None, "online_teacher_lr is built for sequence classification",
+             "remove online_teacher_lr"),
+            (bool(cfg.text_pair_column), "a language model reads one text, prompt or chat per row, not text pairs",
+             "remove text_pair_column"),
+            (bool(cfg.export), "ONNX export of causal LMs is not built: the saved model folder loads with "
+             "transformers.pipeline('text-generation') and serving engines", "remove export"),
+        ]
+        for bad, problem, fix in refusals:
+            if bad:
+                problems.found.append(DistilTuneError(f"task_type causal_lm: {problem}", fix))
+
+    def check_models(self, problems) -> None:
+        """Folders, causal-LM architectures, one tokenizer for both models (before anything loads),
+        prompts that fit, and chat templates that render rows alike for both."""
+        from transformers import AutoConfig
+
+        cfg = self.cfg
+        for role in ("teacher", "student"):
+            name = getattr(cfg, role)
+            if not name or name == "from_teacher":
+                continue
+            with problems.check():
+                path = M.resolve_path(name)
+                MF.check_folder(path, name, role)
+                arch = (AutoConfig.from_pretrained(path).architectures or ["?"])[0]
+                if not arch.endswith("ForCausalLM"):
+                    raise DistilTuneError(f"the {role} '{name}' is a {arch}, not a causal language model",
+                                          "give a decoder LLM (an *ForCausalLM model), or another task_type")
+        with problems.check():
+            s_tok = lm_tokenizer(cfg.student if cfg.student != "from_teacher" else cfg.teacher)
+            t_tok = lm_tokenizer(cfg.teacher) if cfg.teacher else None
+            splits = {"train": self.data.train, "unlabeled": self.data.unlabeled, "validation": self.data.validation,
+                      "test": self.data.test}
+            for role, tok in (("student", s_tok), ("teacher", t_tok)):
+                if tok is not None:
+                    check_prompt_lengths(splits, tok, role, self.form, self.columns, self.max_length(tok))
+            if t_tok is not None and cfg.strategy != "finetune":
+                if not M.same_tokenizer(s_tok, t_tok):
+                    raise DistilTuneError("teacher and student have different tokenizers, so their next-token "
+                                          "distributions are over different vocabularies and token-level KD is not "
+                                          "defined", "give a student of the teacher's tokenizer family (or student: "
+                                          "from_teacher); across tokenizers, distil through the teacher's generated "
+                                          "text (sequence-level KD)")
+                check_same_rendering(self.data.train, s_tok, t_tok, self.form, self.columns)
+
+    def check_terms(self, objective, problems) -> None:
+        """Language models are compared on next-token logits; feature terms are for encoders here."""
+        from ..losses.logits import _LogitTerm
+        from ..losses.objective import _terms
+
+        for term in _terms(objective):
+            if term.needs_teacher and not isinstance(term, _LogitTerm):
+                problems.found.append(DistilTuneError(
+                    f"loss term '{term.name}' is not available for causal_lm (feature and attention terms would read "
+                    "the whole sequence, prompt included)", "use kd, reverse_kl, js, gjsd or tv (token level)"))
+
+    def fine_tunes_teacher(self) -> bool:
+        # a language model's head is always trained: 'auto' keeps the teacher as it is; 'yes' is SFT
+        return bool(self.cfg.teacher) and self.cfg.finetune_teacher == "yes"
+
+    def _fine_tuned(self, role: str, name: str) -> bool:
+        return self.cfg.strategy == "finetune" if role == "student" else self.cfg.finetune_teacher == "yes"
+
+    # ---- models ----
+    def load(self, name: str, role: str) -> Loaded:
+        model = self.auto_class().from_pretrained(M.resolve_path(name))
+        return Loaded(model, lm_tokenizer(name), True)
+
+    def load_trained(self, path: str, role: str):
+        return self.auto_class().from_pretrained(path)
+
+    def check_pair(self, teacher, student) -> None:
+        """Output layers may differ in size (padding rows); both must cover the tokenizer."""
+
+    def max_length(self, tokenizer) -> int:
+        return self.cfg.max_length  # a decoder's model_max_length is often a placeholder (1e30) or far above
+
+    # ---- rows ----
+    def tokenize(self, rows, tokenizer, length: int, prefix: str):
+        return encode_lm(rows, tokenizer, self.form, self.columns, length, prefix)
+
+    def collator(self, tokenizer, teacher_tokenizer=None):
+        return LMCollator(tokenizer, pad_to_multiple_of=pad_multiple(self.cfg))
+
+    def batcher(self, tokenizer, teacher_tokenizer=None, exact: bool = False):
+        return LMCollator(tokenizer, pad_to_multiple_of=None if exact else pad_multiple(self.cfg))
+
+    def teacher_inputs(self, rows, tokenizer, teacher_tokenizer, same: bool):
+        return rows, ""  # one tokenizer (checked): the teacher reads the student's ids
+
+    # ---- teacher outputs: per response token, the top-k form ----
+    def teacher_outputs(self, teacher, rows, batcher, prefix: str = ""):
+        cfg = self.cfg
+        teacher.to(cfg.device).eval()
+        vocab = self._student_vocab()
+        out = {"teacher_topk_values": [None] * len(rows), "teacher_topk_indices": [None] * len(rows),
+               "teacher_tail_lse": [None] * len(rows)}
+        order = np.argsort(-np.asarray(rows["length"]), kind="stable")
+        size = 8 if cfg.device.type == "cpu" else 32
+        table = rows.select_columns(["input_ids", "attention_mask", "response_mask"])[:]
+        with torch.inference_mode():
+            for a in range(0, len(order), size):
+                idx = order[a:a + size]
+                feats = [{k: table[k][i] for k in table} for i in idx]
+                batch = batcher(feats)
+                with _autocast(cfg.bf16, cfg.device):
+                    logits = teacher(input_ids=batch["input_ids"].to(cfg.device),
+                                     attention_mask=batch["attention_mask"].to(cfg.device)).logits
+                if vocab:
+                    logits = logits[..., :vocab]
+                mask = batch["response_mask"].bool().to(logits.device)
+                for j, i in enumerate(idx):
+                    v, ids, tail = token_topk(logits[j][mask[j]], self.topk)
+                    out["teacher_topk_values"][i] = v.cpu().numpy()
+                    out["teacher_topk_indices"][i] = ids.cpu().numpy().astype(np.int32)
+                    out["teacher_tail_lse"][i] = tail.cpu().numpy()
+        return {k: [a.tolist() for a in v] for k, v in out.items()}
+
+    def _student_vocab(self) -> int | None:
+        """The student's output rows, over which the teacher's top-k is taken (padded vocabularies)."""
+        from transformers import AutoConfig
+
+        name = self.cfg.student if self.cfg.student != "from_teacher" else self.cfg.teacher
+        try:
+            conf = AutoConfig.from_pretrained(M.resolve_path(name))
+        except Exception:  # checked before the run began: the model loaded, so this is not expected
+            return None
+        return getattr(conf.get_text_config(), "vocab_size", None)
+
+    # ---- predict and score ----
+    def predict(self, model, rows, batcher, desc: str = "predicting", bf16: bool = False) -> np.ndarray:
+        """(rows, length, 2): per token, log p(gold token) and whether it is the top-1 token (0 elsewhere)."""
+        device = next(model.parameters()).device
+        model.eval()
+        n = max(rows["length"], default=0)
+        out = np.zeros((len(rows), n, 2), dtype=np.float32)
+        order = np.argsort(-np.asarray(rows["length"]), kind="stable")
+        table = rows.select_columns(["input_ids", "attention_mask", "labels"])[:]
+        with torch.inference_mode():
+            for a in range(0, len(order), 8):
+                idx = order[a:a + 8]
+                batch = batcher([{k: table[k][i] for k in table} for i in idx])
+                with _autocast(bf16, device):
+                    logits = model(input_ids=batch["input_ids"].to(device),
+                                   attention_mask=batch["attention_mask"].to(device)).logits
+                scores = token_scores(logits, batch["labels"].to(device)).float().cpu().numpy()
+                out[idx, :scores.shape[1]] = scores
+        return out
+
+    def labels(self, rows) -> np.ndarray:
+        n = max(rows["length"], default=0)
+        out = np.full((len(rows), n), -100, dtype=np.int64)
+        for i, lab in enumerate(rows["labels"]):
+            out[i, :len(lab)] = lab
+        return out
+
+    def metrics(self, predictions, labels) -> dict[str, float]:
+        keep = np.asarray(labels) != -100
+        p = np.asarray(predictions)
+        tokens = int(keep.sum())
+        nll = float(-p[..., 0][keep].sum() / max(tokens, 1))
+        return {"token_accuracy": float(p[..., 1][keep].sum() / max(tokens, 1)), "nll": nll,
+                "perplexity": float(np.exp(min(nll, 50.0))), "tokens": tokens}
+
+    def preprocess_logits(self, logits, labels):
+        """Validation: a batch's logits reduced to per-token scores before the Trainer gathers them."""
+        return token_scores(logits, labels)
+
+    def compute_metrics(self, pred) -> dict:
+        return self.metrics(np.asarray(pred.predictions), np.asarray(pred.label_ids))
+
+    def agreement(self, reference, predictions, labels) -> dict:
+        raise DistilTuneError("causal LMs are not exported to ONNX here", "use the saved model folder")
+
+    def export_plan(self, model, tokenizer, test, batcher, source: str) -> dict:
+        raise DistilTuneError("ONNX export of causal LMs is not built: the saved model folder loads with "
+                              "transformers.pipeline('text-generation')", "remove export")
+
+
+__all__ = ["CausalLM", "LMCollator", "form_columns"]

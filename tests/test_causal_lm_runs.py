@@ -1,0 +1,105 @@
+"""The causal-LM task through the CLI on tiny Llama models built here: a teacher that learnt a small
+arithmetic task teaches a smaller student through its cached per-token top-k, the student beats the
+same student trained on the labelled responses alone, the saved folder generates with transformers'
+pipeline, and bad input gets one line before anything is written."""
+from __future__ import annotations
+
+import json
+import os
+import random
+
+import pytest
+
+from conftest import FIXED
+from distiltune.cli import main
+from lm_helpers import bpe_tokenizer, tiny_llama
+
+COMMON = ["--task_type", "causal_lm", "--max_length", "32", "--per_device_train_batch_size", "16",
+          "--learning_rate", "3e-3", "--disable_tqdm", "true", *FIXED]
+
+
+def write_rows(path, n=400, seed=0, response=True):
+    rng = random.Random(seed)
+    with open(path, "w") as f:
+        for _ in range(n):
+            a, b = rng.randrange(10), rng.randrange(10)
+            row = {"prompt": f"what is {a} plus {b}?"}
+            if response:
+                row["response"] = f" it is {a + b}."
+            f.write(json.dumps(row) + "\n")
+    return str(path)
+
+
+def save_model(path, hidden, layers, seed, tok=None):
+    tok = tok or bpe_tokenizer()
+    tiny_llama(len(tok), hidden=hidden, layers=layers, seed=seed).save_pretrained(path)
+    tok.save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def lm_task(tmp_path_factory):
+    """Rows, a teacher fine-tuned on all of them (SFT through the CLI itself) and a fresh small student."""
+    d = tmp_path_factory.mktemp("lm")
+    rows = write_rows(d / "train.jsonl")
+    base = save_model(d / "base", 64, 4, seed=0)
+    out = d / "teacher_run"
+    assert main(["run", "--train_file", rows, "--teacher", base, "--student", base, "--strategy", "finetune",
+                 "--num_train_epochs", "8", "--output_dir", str(out), "--baseline", "false", *COMMON]) == 0
+    return {"rows": rows, "teacher": str(out / "student"), "student": save_model(d / "student", 32, 2, seed=5), "dir": d}
+
+
+def test_distilled_student_beats_the_same_student_on_the_labels_alone(lm_task, tmp_path):
+    out = tmp_path / "run"
+    assert main(["run", "--train_file", lm_task["rows"], "--teacher", lm_task["teacher"], "--student", lm_task["student"],
+                 "--num_labeled", "40", "--num_train_epochs", "6", "--output_dir", str(out), *COMMON]) == 0
+    report = json.loads((out / "report.json").read_text())
+    models = report["models"]
+    # measured: teacher 0.938, student 0.882, baseline 0.859 (token accuracy on the gold responses)
+    assert models["teacher"]["metric"] > models["student"]["metric"] > models["baseline_student"]["metric"] + 0.01
+    for name in ("teacher", "student", "baseline_student"):
+        m = models[name]["metrics"]
+        assert m["perplexity"] == pytest.approx(2.718281828 ** m["nll"], rel=1e-6) and m["tokens"] > 0
+    assert models["student"]["metrics"]["perplexity"] < models["baseline_student"]["metrics"]["perplexity"]
+    assert "| perplexity |" in (out / "report.md").read_text()
+    from transformers import pipeline
+
+    generated = pipeline("text-generation", model=str(out / "student"))("what is 2 plus 3?", max_new_tokens=6,
+                                                                          do_sample=False)[0]["generated_text"]
+    assert generated.startswith("what is 2 plus 3?") and len(generated) > len("what is 2 plus 3?")
+
+
+def _refused(argv, capsys, tmp_path):
+    out = tmp_path / "out"
+    code = main(argv + ["--output_dir", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and not out.exists(), err
+    assert "Traceback" not in err and err.count("-> fix:") >= 1
+    return err
+
+
+def test_bad_input_is_refused_in_one_line_before_anything_is_written(lm_task, tmp_path, capsys):
+    rows, teacher, student = lm_task["rows"], lm_task["teacher"], lm_task["student"]
+    other = save_model(tmp_path / "other_tok", 32, 2, seed=1, tok=bpe_tokenizer(vocab_size=400))
+    err = _refused(["run", "--train_file", rows, "--teacher", teacher, "--student", other, *COMMON], capsys, tmp_path)
+    assert "different tokenizers" in err and "sequence-level KD" in err
+    long = tmp_path / "long.jsonl"
+    with open(rows) as f, open(long, "w") as g:  # every 50th prompt asked three times over (18 tokens)
+        for i, line in enumerate(f):
+            row = json.loads(line)
+            row["prompt"] = row["prompt"] * (3 if i % 50 == 0 else 1)
+            g.write(json.dumps(row) + "\n")
+    err = _refused(["run", "--train_file", str(long), "--teacher", teacher, "--student", student, *COMMON,
+                    "--max_length", "12"], capsys, tmp_path)
+    assert "rows have prompts of max_length=12 tokens or more for the student's tokenizer (the longest: 18)" in err
+    err = _refused(["run", "--train_file", rows, "--teacher", teacher, "--student", student, *COMMON,
+                    "--losses", "hidden_mse:0.5"], capsys, tmp_path)
+    assert "loss term 'hidden_mse' is not available for causal_lm" in err
+    err = _refused(["run", "--train_file", rows, "--teacher", teacher, "--student", student, *COMMON,
+                    "--export", '{"format": "onnx"}'], capsys, tmp_path)
+    assert "ONNX export of causal LMs is not built" in err
+    prompts = write_rows(tmp_path / "prompts.jsonl", n=50, response=False)
+    err = _refused(["run", "--train_file", rows, "--test_file", prompts, "--teacher", teacher, "--student", student,
+                    *COMMON], capsys, tmp_path)
+    assert "the test data has no 'response' column, but test rows are scored on their gold responses" in err
+    assert os.path.isdir(lm_task["teacher"])
