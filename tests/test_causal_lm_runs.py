@@ -81,7 +81,8 @@ def _refused(argv, capsys, tmp_path):
 def test_bad_input_is_refused_in_one_line_before_anything_is_written(lm_task, tmp_path, capsys):
     rows, teacher, student = lm_task["rows"], lm_task["teacher"], lm_task["student"]
     other = save_model(tmp_path / "other_tok", 32, 2, seed=1, tok=bpe_tokenizer(vocab_size=400))
-    err = _refused(["run", "--train_file", rows, "--teacher", teacher, "--student", other, *COMMON], capsys, tmp_path)
+    auto = COMMON[2:]  # no task_type: the teacher's architecture (LlamaForCausalLM) makes the task causal_lm
+    err = _refused(["run", "--train_file", rows, "--teacher", teacher, "--student", other, *auto], capsys, tmp_path)
     assert "different tokenizers" in err and "sequence-level KD" in err
     long = tmp_path / "long.jsonl"
     with open(rows) as f, open(long, "w") as g:  # every 50th prompt asked three times over (18 tokens)

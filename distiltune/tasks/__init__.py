@@ -27,12 +27,32 @@ def task_class(cfg) -> type[Task]:
         return WORD_AND_SPAN_TASKS[cfg.task_type]
     if cfg.input_column:
         return ModuleClassification
+    if cfg.task_type == "auto" and _names_causal_lm(cfg):
+        return CausalLM
     for role in ("teacher", "student"):
         name = getattr(cfg, role)
         if name and is_factory(name):
             raise DistilTuneError(f"the {role} '{name}' is a network factory, but input_column is not set",
                                   "set input_column to the dataset column the network reads (e.g. pixel_values)")
     return TextClassification
+
+
+def _names_causal_lm(cfg) -> bool:
+    """task_type auto: a teacher (or student) whose architecture is a causal LM makes the task causal_lm."""
+    from ..models.hf import resolve_path
+
+    for role in ("teacher", "student"):
+        name = getattr(cfg, role)
+        if not name or name == "from_teacher" or is_factory(name) or name.startswith("demo:"):
+            continue
+        try:
+            from transformers import AutoConfig
+
+            arch = AutoConfig.from_pretrained(resolve_path(name)).architectures or []
+        except Exception:  # not loadable here: the task's own checks name the problem
+            continue
+        return any(a.endswith("ForCausalLM") for a in arch)
+    return False
 
 
 __all__ = ["CausalLM", "Loaded", "ModuleClassification", "QuestionAnswering", "TASKS", "Task", "TextClassification",
