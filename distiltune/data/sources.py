@@ -77,10 +77,14 @@ def _load_sources(cfg, read=None) -> tuple[DatasetDict, Dataset | None]:
 
         folder = squad_dir()
         splits.update(train=read_squad(str(folder / "train-v1.1.json")), test=read_squad(str(folder / "dev-v1.1.json")))
+    elif cfg.dataset_name == "demo:gsm8k":  # question / answer word problems (task_type: causal_lm)
+        from ..assets import gsm8k_file
+
+        splits["train"] = _read_file(str(gsm8k_file()), "demo:gsm8k")
     elif cfg.dataset_name and cfg.dataset_name.startswith("demo:"):
         if cfg.dataset_name != "demo:rotten_tomatoes":
             raise DistilTuneError(f"unknown demo dataset '{cfg.dataset_name}'",
-                                  "use demo:rotten_tomatoes, demo:conll2003 or demo:squad")
+                                  "use demo:rotten_tomatoes, demo:conll2003, demo:squad or demo:gsm8k")
         from ..assets import load_rotten_tomatoes
 
         ds = Dataset.from_pandas(load_rotten_tomatoes(), preserve_index=False)

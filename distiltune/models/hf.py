@@ -11,7 +11,8 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTok
 from ..errors import DistilTuneError
 from .features import LAYOUTS
 
-DEMO_MODELS = {"demo:all-mpnet-base-v2": "demo_teacher_path", "demo:all-MiniLM-L6-v2": "demo_student_path"}
+DEMO_MODELS = {"demo:all-mpnet-base-v2": "demo_teacher_path", "demo:all-MiniLM-L6-v2": "demo_student_path",
+               "demo:smollm2-135m-instruct": "smollm2_path"}
 
 
 def resolve_path(name: str) -> str:

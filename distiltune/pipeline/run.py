@@ -27,7 +27,8 @@ def run(ctx) -> dict | None:
     t_start = time.perf_counter()
     set_seed(cfg.seed)
     print(f"[distiltune] data: {len(data.train)} labelled, {0 if data.unlabeled is None else len(data.unlabeled)} "
-          f"unlabeled, {len(data.validation)} validation, {len(data.test)} test rows; labels {data.label_names}")
+          f"unlabeled, {len(data.validation)} validation, {len(data.test)} test rows"
+          + (f"; labels {data.label_names}" if data.label_names is not None or data.task_type != "causal_lm" else ""))
     if PartialState().is_main_process:
         save_config(cfg, os.path.join(ctx.out, "config.yaml"))
     teacher = teacher_stage(ctx)
