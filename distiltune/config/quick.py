@@ -57,7 +57,7 @@ QUICK_BY_TASK = {
                            "max_validation_samples": 30, "max_length": 160, "teacher_num_train_epochs": 1.0},
     # a 135M decoder on 2 CPU cores: a few dozen rows keep --quick to minutes
     "causal_lm": {"num_labeled": 32, "max_unlabeled": 32, "max_test_samples": 16, "max_validation_samples": 16,
-                  "max_length": 256, "teacher_num_train_epochs": 1.0},
+                  "max_length": 256, "teacher_num_train_epochs": 1.0, "throughput_batch_size": 8},
 }
 
 
@@ -88,7 +88,8 @@ def quick_overrides(values: dict) -> dict:
 
 def _task_slice(values: dict) -> dict:
     slice_ = QUICK_BY_TASK.get(values.get("task_type"), {})
-    out = {k: v if k in ("max_test_samples", "max_validation_samples", "teacher_num_train_epochs") else _at_most(values, k, v)
+    fixed = ("max_test_samples", "max_validation_samples", "teacher_num_train_epochs", "throughput_batch_size")
+    out = {k: v if k in fixed else _at_most(values, k, v)
            for k, v in slice_.items()}
     if "max_length" in out and values.get("task_type") == "question_answering":
         stride = _number(values, "doc_stride")
