@@ -61,6 +61,12 @@ def test_distilled_student_beats_the_same_student_on_the_labels_alone(lm_task, t
         m = models[name]["metrics"]
         assert m["perplexity"] == pytest.approx(2.718281828 ** m["nll"], rel=1e-6) and m["tokens"] > 0
     assert models["student"]["metrics"]["perplexity"] < models["baseline_student"]["metrics"]["perplexity"]
+    # distilled, the student's next-token distributions sit closer to the teacher's than its twin's do
+    s, b = models["student"]["metrics"], models["baseline_student"]["metrics"]
+    assert s["kl_to_teacher"] < b["kl_to_teacher"] and s["top1_agreement"] > b["top1_agreement"], (s, b)
+    t = models["teacher"]["metric"]
+    want = (models["student"]["metric"] - models["baseline_student"]["metric"]) / (t - models["baseline_student"]["metric"])
+    assert report["gap_recovered"] == pytest.approx(want) and 0 < report["gap_recovered"] < 1
     assert "| perplexity |" in (out / "report.md").read_text()
     from transformers import pipeline
 

@@ -48,3 +48,15 @@ def token_topk(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor
     return torch.cat(vals), torch.cat(ids), torch.cat(tails)
 
 
+
+
+def _kl_and_agreement(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """(rows, 2): KL(teacher || student) at T = 1 and whether the two top-1 tokens agree."""
+    log_s, log_t = F.log_softmax(student.float(), -1), F.log_softmax(teacher.float(), -1)
+    kl = (log_t.exp() * (log_t - log_s)).sum(-1)
+    return torch.stack([kl, (log_s.argmax(-1) == log_t.argmax(-1)).float()], dim=-1)
+
+
+def kl_and_agreement(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+    """(batch, length, 2) per token: the teacher-student KL and top-1 agreement, a chunk at a time."""
+    return per_position(_kl_and_agreement, student_logits, teacher_logits)

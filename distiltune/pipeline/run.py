@@ -47,6 +47,7 @@ def run(ctx) -> dict | None:
         if made is not None and made.model is not None:
             print(f"[distiltune] evaluating {name} on {len(data.test)} test rows")
             results[name] = evaluate_model(ctx, name, made.model, made.tokenizer, made.path)
+    _agreement(ctx, teacher, (("student", student), ("baseline_student", baseline)), results)
     export_error = _export(ctx, student, results)
     measure(ctx, results)
     ctx.records.timings["total"] = time.perf_counter() - t_start
@@ -58,6 +59,18 @@ def run(ctx) -> dict | None:
     if cfg.export_settings:
         check_export(results, cfg.export_settings, os.path.join(ctx.out, "student_onnx"), ctx.task.export_kind)
     return report
+
+
+def _agreement(ctx, teacher, students, results: dict) -> None:
+    """The task's teacher-student agreement on the test rows (a language model's KL and top-1 agreement)."""
+    if teacher is None or teacher.model is None:
+        return
+    for name, made in students:
+        if made is not None and made.model is not None and name in results:
+            test = ctx.task.encode(ctx.data.test, made.tokenizer)
+            found = ctx.task.teacher_agreement(teacher.model, made.model, test, ctx.task.batcher(made.tokenizer),
+                                               ctx.cfg.bf16)
+            results[name].update(found or {})
 
 
 def _export(ctx, student, results: dict) -> DistilTuneError | None:

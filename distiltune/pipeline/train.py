@@ -13,7 +13,8 @@ from ..config.io import to_yaml_dict
 from ..config.keys import NOT_IN_FINGERPRINT, TRAIN_KEYS
 from ..errors import DistilTuneError
 from ..models import hf as M
-from ..report.build import model_card, write_atomic
+from ..report.build import write_atomic
+from ..report.card import model_card
 from ..training import checkpoints as CK
 from ..training.callbacks import EpochTimer, PlateauStop
 from ..training.trainer import DistillationTrainer

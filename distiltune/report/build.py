@@ -1,4 +1,4 @@
-"""report.json (read by other tools), report.md (read by people) and model cards."""
+"""report.json (read by other tools) and report.md / report.html (read by people); model cards are in card.py."""
 from __future__ import annotations
 
 import base64
@@ -10,27 +10,6 @@ import numpy as np
 import torch
 
 KEYS = ("metric", "params", "size_mb", "latency_ms_p50", "latency_ms_p95", "throughput_sps")
-
-
-def model_card(name: str, how: str, cfg, data, pipeline_tag: str = "text-classification") -> str:
-    labels = (", ".join(data.label_names) if data.label_names else
-              "answer spans of the context" if data.task_type == "question_answering" else "regression")
-    use = (f"```python\nfrom transformers import pipeline\nclf = pipeline('{pipeline_tag}', model='<this folder>')\n```\n"
-           if pipeline_tag else "")
-    if pipeline_tag == "question-answering":  # transformers 5 removed that pipeline; the auto class loads the folder
-        use = ("```python\nfrom transformers import AutoModelForQuestionAnswering, AutoTokenizer\n"
-               "model = AutoModelForQuestionAnswering.from_pretrained('<this folder>')\n"
-               "tok = AutoTokenizer.from_pretrained('<this folder>')\n"
-               "out = model(**tok(question, context, return_tensors='pt'))  # start_logits, end_logits per token\n```\n"
-               "`distiltune export --model <this folder>` writes an ONNX folder whose `predict.py` answers "
-               "(question TAB context), windows and best span included.\n")
-    columns = f"- Text columns: {', '.join(data.text_columns)}; max length {cfg.max_length} tokens.\n" if pipeline_tag else \
-        f"- Input column: {', '.join(data.text_columns)}.\n"
-    return ("---\nlibrary_name: transformers\n" + (f"pipeline_tag: {pipeline_tag}\n" if pipeline_tag else "")
-            + "tags: [distiltune]\n---\n"
-            f"# {name}\n\nMade by distiltune (strategy `{cfg.strategy}`).\n\n"
-            f"- How: {how}.\n- Task: {data.task_type} ({labels}); main metric {data.metric}.\n" + columns +
-            f"- Seed {cfg.seed}. The full resolved configuration is `distiltune_config.yaml` in this folder.\n\n" + use)
 
 
 def _num(x: float) -> str:
@@ -48,7 +27,8 @@ def _ratio(a, b):
 
 # every task's metrics (f1_<type> keys too: per entity type for token classification)
 METRIC_KEYS = ("accuracy", "f1", "matthews", "pearson", "spearman", "mse", "entity_f1", "entity_precision",
-               "entity_recall", "token_accuracy", "exact_match", "nll", "perplexity", "tokens")
+               "entity_recall", "token_accuracy", "exact_match", "nll", "perplexity", "tokens", "kl_to_teacher",
+               "top1_agreement")
 # and per entity type (f1_<TYPE>) for token classification, per answer length (em_len_* / f1_len_*) for QA
 METRIC_PREFIXES = ("f1_", "em_len_")
 
@@ -69,6 +49,9 @@ def build_report(cfg, data, results: dict, timings: dict) -> dict:
         "compression": _ratio(t and t["params"], s and s["params"]),
         "param_fraction": _ratio(s and s["params"], t and t["params"]),
         "gain_over_baseline": (s["metric"] - b["metric"]) if s and b else None,
+        # how much of the teacher's lead over the baseline the distilled student recovered
+        "gap_recovered": (s["metric"] - b["metric"]) / (t["metric"] - b["metric"]) if s and b and t
+        and t["metric"] > b["metric"] else None,
         "data": {"labelled": len(data.train), "unlabeled": 0 if data.unlabeled is None else len(data.unlabeled),
                  "validation": len(data.validation), "test": len(data.test)},
         "schedules": {"temperature": str(cfg.temperature_sched), "distill_weight": str(cfg.distill_weight_sched)},
@@ -164,10 +147,15 @@ def to_markdown(report: dict) -> str:
                                             "class, class imbalance under accuracy)"]) + [""]
     fmt = {"retention": "student metric / teacher metric: {:.1%}", "speedup": "batch-1 speed-up over the teacher: {:.2f}x",
            "compression": "teacher params / student params: {:.2f}x",
-           "gain_over_baseline": "student minus baseline student (no teacher): {:+.4f}"}
+           "gain_over_baseline": "student minus baseline student (no teacher): {:+.4f}",
+           "gap_recovered": "share of the teacher's lead over the baseline that distillation recovered: {:.1%}"}
     for k, f in fmt.items():
         if report.get(k) is not None:
             lines.append(f"- {f.format(report[k])}")
+    for name, r in report["models"].items():  # a language model's closeness to its teacher on the test tokens
+        if r.get("metrics", {}).get("kl_to_teacher") is not None:
+            lines.append(f"- {name}: KL(teacher || {name}) {r['metrics']['kl_to_teacher']:.4f} nats a test token, "
+                         f"top-1 agreement with the teacher {r['metrics']['top1_agreement']:.2%}")
     names = {"student_onnx": "ONNX fp32 student", "student_int8": "int8 student"}
     for name, e in report.get("export", {}).items():
         parts = [f"agrees with the PyTorch student on {e['agreement']:.2%} of test predictions "

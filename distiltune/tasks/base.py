@@ -127,6 +127,10 @@ class Task:
     def labels(self, rows) -> np.ndarray:
         return np.asarray(rows["labels"])
 
+    def teacher_agreement(self, teacher, model, rows, batcher, bf16: bool = False) -> dict | None:
+        """How close a student's outputs are to the teacher's on the test rows (None: not reported)."""
+        return None
+
     preprocess_logits = None  # optional (logits, labels) -> what validation gathers instead (a language model's scores)
 
     def compute_metrics(self, pred) -> dict:

@@ -21,7 +21,7 @@ from ..errors import DistilTuneError
 from ..models import files as MF
 from ..models import hf as M
 from ..models.inference import _autocast
-from ..models.lm import token_scores, token_topk
+from ..models.lm import kl_and_agreement, token_scores, token_topk
 from .base import Loaded
 from .text_classification import TextClassification, pad_multiple
 
@@ -241,6 +241,31 @@ class CausalLM(TextClassification):
                 scores = token_scores(logits, batch["labels"].to(device)).float().cpu().numpy()
                 out[idx, :scores.shape[1]] = scores
         return out
+
+    def teacher_agreement(self, teacher, model, rows, batcher, bf16: bool = False) -> dict:
+        """On the gold response tokens of the test rows: the mean KL(teacher || model) of the next-token
+        distributions (T = 1) and how often the two models' top-1 tokens agree."""
+        from ..training.forward import student_vocabulary
+
+        device = next(model.parameters()).device
+        teacher.to(device).eval()
+        model.eval()
+        totals = np.zeros(2)
+        tokens = 0
+        table = rows.select_columns(["input_ids", "attention_mask", "labels"])[:]
+        order = np.argsort(-np.asarray(rows["length"]), kind="stable")
+        with torch.inference_mode():
+            for a in range(0, len(order), 8):
+                batch = batcher([{k: table[k][i] for k in table} for i in order[a:a + 8]])
+                ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
+                with _autocast(bf16, device):
+                    s = model(input_ids=ids, attention_mask=mask).logits
+                    t = teacher(input_ids=ids, attention_mask=mask).logits
+                scored = batch["labels"].to(device) != -100
+                per = kl_and_agreement(s, student_vocabulary(t, s.shape[-1]))[scored]
+                totals += per.sum(0).double().cpu().numpy()
+                tokens += int(scored.sum())
+        return {"kl_to_teacher": float(totals[0] / max(tokens, 1)), "top1_agreement": float(totals[1] / max(tokens, 1))}
 
     def labels(self, rows) -> np.ndarray:
         n = max(rows["length"], default=0)
