@@ -67,6 +67,9 @@ def test_distilled_student_beats_the_same_student_on_the_labels_alone(lm_task, t
     t = models["teacher"]["metric"]
     want = (models["student"]["metric"] - models["baseline_student"]["metric"]) / (t - models["baseline_student"]["metric"])
     assert report["gap_recovered"] == pytest.approx(want) and 0 < report["gap_recovered"] < 1
+    for name in ("teacher", "student", "baseline_student"):  # greedy generation with the KV cache, side by side
+        g = models[name]["generation"]
+        assert g["prefill_ms_batch1"] > 0 and g["decode_tokens_per_s_batch1"] > 0 and g["decode_tokens_per_s_batch8"] > 0
     assert "| perplexity |" in (out / "report.md").read_text()
     from transformers import pipeline
 

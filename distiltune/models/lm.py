@@ -60,3 +60,45 @@ def _kl_and_agreement(student: torch.Tensor, teacher: torch.Tensor) -> torch.Ten
 def kl_and_agreement(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
     """(batch, length, 2) per token: the teacher-student KL and top-1 agreement, a chunk at a time."""
     return per_position(_kl_and_agreement, student_logits, teacher_logits)
+
+
+@torch.inference_mode()
+def generation_speed(models: dict, prompts: list[list[int]], pad_id: int, new_tokens: int = 32,
+                     batch_sizes: tuple[int, ...] = (1, 8), rounds: int = 3) -> dict[str, dict[str, float]]:
+    """Greedy generation with the KV cache, each model in turn on the same prompts (so a slow phase of a
+    shared machine hits all alike): prefill time (the prompt's forward pass and the first token) and
+    decode speed (tokens a second over the next ``new_tokens - 1``), at each batch size, median of
+    ``rounds``. Prompts are left-padded, as batched generation needs."""
+    import time
+
+    def batch(rows):
+        n = max(len(r) for r in rows)
+        ids = torch.full((len(rows), n), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), n), dtype=torch.long)
+        for i, r in enumerate(rows):
+            ids[i, n - len(r):], mask[i, n - len(r):] = torch.as_tensor(r), 1
+        return ids, mask
+
+    def timed(model, ids, mask, steps):
+        t0 = time.perf_counter()
+        model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=steps, min_new_tokens=steps, do_sample=False,
+                       use_cache=True, pad_token_id=pad_id)
+        return time.perf_counter() - t0
+
+    out = {name: {} for name in models}
+    for size in batch_sizes:
+        ids, mask = batch([prompts[i % len(prompts)] for i in range(size)])
+        times = {name: ([], []) for name in models}
+        for name, model in models.items():  # warm-up
+            model.eval()
+            timed(model, ids, mask, 2)
+        for _ in range(rounds):
+            for name, model in models.items():
+                first, whole = timed(model, ids, mask, 1), timed(model, ids, mask, new_tokens)
+                times[name][0].append(first)
+                times[name][1].append(whole)
+        for name, (first, whole) in times.items():
+            p, w = float(np.median(first)), float(np.median(whole))
+            out[name][f"prefill_ms_batch{size}"] = round(1000 * p, 2)
+            out[name][f"decode_tokens_per_s_batch{size}"] = round(size * (new_tokens - 1) / max(w - p, 1e-9), 2)
+    return out

@@ -15,7 +15,8 @@ def evaluate_model(ctx, name: str, model, tokenizer, path: str | None) -> dict:
     metrics = task.metrics(predictions, labels)
     return {"metric": metrics[ctx.data.metric], **metrics, "params": M.count_params(model), "_labels": labels,
             "size_mb": round(M.model_size_mb(path), 4) if path and os.path.isdir(path) else None,
-            "path": path, "_speed_input": (model, task.batcher(tokenizer, exact=True), test), "_logits": predictions}
+            "path": path, "_speed_input": (model, task.batcher(tokenizer, exact=True), test), "_logits": predictions,
+            "_tokenizer": tokenizer}
 
 
 def majority_baseline(ctx, results: dict) -> dict | None:
@@ -42,4 +43,10 @@ def measure(ctx, results: dict) -> dict:
     speeds = measure_speeds(entries, ctx.cfg.latency_samples, ctx.cfg.throughput_batch_size)
     for name, r in results.items():
         r.update(speeds[name])
+    rows = next(iter(entries.values()))[2] if entries else None
+    tok = next((r["_tokenizer"] for r in results.values() if r.get("_tokenizer") is not None), None)
+    generated = ctx.task.generation_speeds({n: e[0] for n, e in entries.items() if n in results}, tok, rows) \
+        if rows is not None and tok is not None else None
+    for name, g in (generated or {}).items():
+        results[name]["generation"] = g
     return results

@@ -36,7 +36,7 @@ METRIC_PREFIXES = ("f1_", "em_len_")
 def build_report(cfg, data, results: dict, timings: dict) -> dict:
     models = {name: {k: r.get(k) for k in KEYS} | {
         "metrics": {k: r[k] for k in r if k in METRIC_KEYS or k.startswith(METRIC_PREFIXES)},
-        "path": r.get("path")} | {k: r[k] for k in ("agreement", "max_abs_logit_diff") if k in r}
+        "path": r.get("path")} | {k: r[k] for k in ("agreement", "max_abs_logit_diff", "generation") if k in r}
         for name, r in results.items()}
     t, s, b = results.get("teacher"), results.get("student"), results.get("baseline_student")
     report = {
@@ -156,6 +156,9 @@ def to_markdown(report: dict) -> str:
         if r.get("metrics", {}).get("kl_to_teacher") is not None:
             lines.append(f"- {name}: KL(teacher || {name}) {r['metrics']['kl_to_teacher']:.4f} nats a test token, "
                          f"top-1 agreement with the teacher {r['metrics']['top1_agreement']:.2%}")
+        if r.get("generation"):
+            lines.append(f"- {name} generating (greedy, KV cache, fp32): " + ", ".join(f"{k.replace('_', ' ')} {v:g}"
+                                                                                     for k, v in r["generation"].items()))
     names = {"student_onnx": "ONNX fp32 student", "student_int8": "int8 student"}
     for name, e in report.get("export", {}).items():
         parts = [f"agrees with the PyTorch student on {e['agreement']:.2%} of test predictions "

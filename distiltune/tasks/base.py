@@ -131,6 +131,10 @@ class Task:
         """How close a student's outputs are to the teacher's on the test rows (None: not reported)."""
         return None
 
+    def generation_speeds(self, models: dict, tokenizer, rows) -> dict | None:
+        """Generation speed of each model (a language model's prefill and decode), or None."""
+        return None
+
     preprocess_logits = None  # optional (logits, labels) -> what validation gathers instead (a language model's scores)
 
     def compute_metrics(self, pred) -> dict:
