@@ -13,10 +13,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..data.collate import pad_rows
+from ..data.lm_collate import LMCollator
 from ..data.lm_data import form_columns, lm_columns, load_lm_data
 from ..data.lm_rows import check_prompt_lengths, check_same_rendering, encode_lm, lm_form
-from ..data.teacher_cache import collate as cached_columns
 from ..errors import DistilTuneError
 from ..models import files as MF
 from ..models import hf as M
@@ -36,33 +35,6 @@ def lm_tokenizer(name: str):
         tok.pad_token = tok.eos_token
     tok.padding_side = "right"
     return tok
-
-
-class LMCollator:
-    """Pads a batch of encoded rows: ids with the pad token, attention 0, labels -100, response_mask 0;
-    the cached per-token teacher columns are padded by the cache's own collate."""
-
-    def __init__(self, tokenizer, pad_to_multiple_of: int | None = None):
-        self.tokenizer, self.pad_to_multiple_of = tokenizer, pad_to_multiple_of
-        self.keys = ("input_ids", "attention_mask")
-
-    def tokenizer_pad(self, rows: list[dict], prefix: str = "") -> dict:
-        return pad_rows(self.tokenizer, [{k: r[prefix + k] for k in self.keys} for r in rows], self.pad_to_multiple_of)
-
-    def batch(self, rows: list[dict]) -> dict:
-        return self.tokenizer_pad(rows)
-
-    def __call__(self, features: list[dict]) -> dict:
-        batch = self.tokenizer_pad(features)
-        n = batch["input_ids"].shape[1]
-        for key, fill in (("labels", -100), ("response_mask", 0)):
-            if key in features[0]:
-                out = torch.full((len(features), n), fill, dtype=torch.long)
-                for i, f in enumerate(features):
-                    out[i, :len(f[key])] = torch.as_tensor(f[key], dtype=torch.long)
-                batch[key] = out
-        batch.update(cached_columns(features))
-        return batch
 
 
 class CausalLM(TextClassification):
