@@ -112,4 +112,11 @@ def test_bad_input_is_refused_in_one_line_before_anything_is_written(lm_task, tm
     err = _refused(["run", "--train_file", rows, "--test_file", prompts, "--teacher", teacher, "--student", student,
                     *COMMON], capsys, tmp_path)
     assert "the test data has no 'response' column, but test rows are scored on their gold responses" in err
+    short = tmp_path / "short_head"  # an output layer with fewer rows than its tokenizer has tokens
+    tok = bpe_tokenizer()
+    tiny_llama(len(tok) - 5, hidden=32, layers=2).save_pretrained(short)
+    tok.save_pretrained(short)
+    err = _refused(["run", "--train_file", rows, "--teacher", teacher, "--student", str(short), *COMMON],
+                   capsys, tmp_path)
+    assert f"has {len(tok) - 5} output rows but its tokenizer has {len(tok)} tokens" in err
     assert os.path.isdir(lm_task["teacher"])

@@ -89,10 +89,16 @@ class CausalLM(TextClassification):
             with problems.check():
                 path = M.resolve_path(name)
                 MF.check_folder(path, name, role)
-                arch = (AutoConfig.from_pretrained(path).architectures or ["?"])[0]
+                conf = AutoConfig.from_pretrained(path)
+                arch = (conf.architectures or ["?"])[0]
                 if not arch.endswith("ForCausalLM"):
                     raise DistilTuneError(f"the {role} '{name}' is a {arch}, not a causal language model",
                                           "give a decoder LLM (an *ForCausalLM model), or another task_type")
+                rows, tokens = getattr(conf.get_text_config(), "vocab_size", None), len(lm_tokenizer(name))
+                if rows is not None and rows < tokens:  # padded output layers (more rows) are fine: aligned in training
+                    raise DistilTuneError(f"the {role} '{name}' has {rows} output rows but its tokenizer has {tokens} "
+                                          "tokens, so some tokens could never be predicted",
+                                          "give a model whose output layer covers its tokenizer (resize_token_embeddings)")
         with problems.check():
             s_tok = lm_tokenizer(cfg.student if cfg.student != "from_teacher" else cfg.teacher)
             t_tok = lm_tokenizer(cfg.teacher) if cfg.teacher else None
