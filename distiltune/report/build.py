@@ -117,6 +117,27 @@ def export_summary(results: dict) -> dict:
     return out
 
 
+def _summary_lines(report: dict) -> list[str]:
+    """The ratios of the run (retention, speed-up, gain, gap recovered) and each language model's
+    closeness to its teacher and generation speed, one bullet each."""
+    out = []
+    fmt = {"retention": "student metric / teacher metric: {:.1%}", "speedup": "batch-1 speed-up over the teacher: {:.2f}x",
+           "compression": "teacher params / student params: {:.2f}x",
+           "gain_over_baseline": "student minus baseline student (no teacher): {:+.4f}",
+           "gap_recovered": "share of the teacher's lead over the baseline that distillation recovered: {:.1%}"}
+    for k, f in fmt.items():
+        if report.get(k) is not None:
+            out.append(f"- {f.format(report[k])}")
+    for name, r in report["models"].items():  # a language model's closeness to its teacher on the test tokens
+        if r.get("metrics", {}).get("kl_to_teacher") is not None:
+            out.append(f"- {name}: KL(teacher || {name}) {r['metrics']['kl_to_teacher']:.4f} nats a test token, "
+                       f"top-1 agreement with the teacher {r['metrics']['top1_agreement']:.2%}")
+        if r.get("generation"):
+            speeds = ", ".join(f"{k.replace('_', ' ')} {v:g}" for k, v in r["generation"].items())
+            out.append(f"- {name} generating (greedy, KV cache, fp32): {speeds}")
+    return out
+
+
 def to_markdown(report: dict) -> str:
     m = report["metric"]
     macro = m == "accuracy" and "per_class" in report  # classification: macro-F1 beside accuracy
@@ -145,20 +166,7 @@ def to_markdown(report: dict) -> str:
                                            ["- none fired (teacher vs students, stages still improving at their end, "
                                             "over-fitting, a KD term that did not fall, a teacher near the majority "
                                             "class, class imbalance under accuracy)"]) + [""]
-    fmt = {"retention": "student metric / teacher metric: {:.1%}", "speedup": "batch-1 speed-up over the teacher: {:.2f}x",
-           "compression": "teacher params / student params: {:.2f}x",
-           "gain_over_baseline": "student minus baseline student (no teacher): {:+.4f}",
-           "gap_recovered": "share of the teacher's lead over the baseline that distillation recovered: {:.1%}"}
-    for k, f in fmt.items():
-        if report.get(k) is not None:
-            lines.append(f"- {f.format(report[k])}")
-    for name, r in report["models"].items():  # a language model's closeness to its teacher on the test tokens
-        if r.get("metrics", {}).get("kl_to_teacher") is not None:
-            lines.append(f"- {name}: KL(teacher || {name}) {r['metrics']['kl_to_teacher']:.4f} nats a test token, "
-                         f"top-1 agreement with the teacher {r['metrics']['top1_agreement']:.2%}")
-        if r.get("generation"):
-            lines.append(f"- {name} generating (greedy, KV cache, fp32): " + ", ".join(f"{k.replace('_', ' ')} {v:g}"
-                                                                                     for k, v in r["generation"].items()))
+    lines += _summary_lines(report)
     names = {"student_onnx": "ONNX fp32 student", "student_int8": "int8 student"}
     for name, e in report.get("export", {}).items():
         parts = [f"agrees with the PyTorch student on {e['agreement']:.2%} of test predictions "
