@@ -161,6 +161,7 @@ TIER_OF = {
     "test_loss_contract.py": "unit",
     "test_losses.py": "unit",
     "test_vocab_losses.py": "unit",
+    "test_answers.py": "unit",
     "test_lm_rows.py": "unit",
     "test_decoder_students.py": "unit",
     "test_lm_forward.py": "unit",

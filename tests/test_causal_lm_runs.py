@@ -52,10 +52,11 @@ def lm_task(tmp_path_factory):
 def test_distilled_student_beats_the_same_student_on_the_labels_alone(lm_task, tmp_path):
     out = tmp_path / "run"
     assert main(["run", "--train_file", lm_task["rows"], "--teacher", lm_task["teacher"], "--student", lm_task["student"],
-                 "--num_labeled", "40", "--num_train_epochs", "6", "--output_dir", str(out), *COMMON]) == 0
+                 "--num_labeled", "40", "--num_train_epochs", "6", "--output_dir", str(out), "--answer_checker",
+                 "last_number", "--generation_samples", "60", *COMMON]) == 0
     report = json.loads((out / "report.json").read_text())
     models = report["models"]
-    # measured: teacher 0.938, student 0.882, baseline 0.859 (token accuracy on the gold responses)
+    # measured: teacher 0.870, student 0.807, baseline 0.670 (token accuracy on the gold responses)
     assert models["teacher"]["metric"] > models["student"]["metric"] > models["baseline_student"]["metric"] + 0.01
     for name in ("teacher", "student", "baseline_student"):
         m = models[name]["metrics"]
@@ -70,7 +71,17 @@ def test_distilled_student_beats_the_same_student_on_the_labels_alone(lm_task, t
     for name in ("teacher", "student", "baseline_student"):  # greedy generation with the KV cache, side by side
         g = models[name]["generation"]
         assert g["prefill_ms_batch1"] > 0 and g["decode_tokens_per_s_batch1"] > 0 and g["decode_tokens_per_s_batch8"] > 0
-    assert "| perplexity |" in (out / "report.md").read_text()
+    # greedy answers to 60 test prompts, read by the last-number checker (measured: teacher 0.35, student 0.03,
+    # baseline 0: a one-token answer after a few tokens of preamble is where the small models slip)
+    gen = report["generations"]
+    assert gen["checker"] == "last_number" and gen["rows"] == 60
+    acc = {n: models[n]["metrics"]["answer_accuracy"] for n in models}
+    assert acc["teacher"] > acc["baseline_student"] and acc["student"] >= acc["baseline_student"], acc
+    assert all(models[n]["metrics"]["answers_checked"] == 60 for n in models)
+    assert len(gen["examples"]) == 3 and all({"prompt", "gold", *models} <= set(ex) for ex in gen["examples"])
+    assert gen["examples"][0]["prompt"].startswith("what is ")
+    md = (out / "report.md").read_text()
+    assert "| perplexity |" in md and "## Generations side by side" in md and "answer accuracy of greedy" in md
     from transformers import pipeline
 
     generated = pipeline("text-generation", model=str(out / "student"))("what is 2 plus 3?", max_new_tokens=6,

@@ -54,6 +54,15 @@ class DataArguments:
                                           "unlabeled rows.")
     messages_column: str = _f("messages", "causal_lm: the column holding a chat (a list of {role, content}, the last one "
                                           "the assistant's answer), rendered with each model's own chat template.")
+    answer_checker: str = _f("auto", "causal_lm: how the final answer of a generation is read and checked against the gold "
+                                     "response's: gsm8k (the number after '####'), boxed (the last \\boxed{...}), "
+                                     "last_number, none; auto = gsm8k or boxed when every gold test response has one. "
+                                     "Greedy generations of the test prompts are then scored (answer_accuracy).",
+                             choices=["auto", "none", "gsm8k", "boxed", "last_number"])
+    generation_samples: int = _f(64, "causal_lm: test prompts each model answers by greedy generation for answer_accuracy "
+                                     "and the report's side-by-side generations (0: none).")
+    generation_max_new_tokens: int | None = _f(None, "causal_lm: the longest generation, in tokens; default the longest gold "
+                                                     "test response plus a quarter.")
     metric: str = _f("auto", "Main metric: accuracy, f1 (macro), matthews, pearson, spearman; entity_f1 or token_accuracy "
                              "for token_classification; f1 or exact_match (SQuAD's) for question_answering; token_accuracy "
                              "(top-1 next-token accuracy on gold responses) for causal_lm; auto = accuracy, pearson, "

@@ -9,6 +9,7 @@ NOT_IN_FINGERPRINT = frozenset({
     "output_dir", "logging_steps", "report_to", "latency_samples", "throughput_batch_size", "baseline", "disable_tqdm",
     "logging_strategy", "logging_first_step", "save_strategy", "save_total_limit", "save_steps", "run_name", "project",
     "trackio_space_id", "dataloader_num_workers", "log_level", "export",
+    "answer_checker", "generation_samples", "generation_max_new_tokens",  # evaluation only
     "nan_policy", "grad_spike_factor",  # so `--resume --nan_policy skip` continues a stopped stage
 })
 

@@ -45,6 +45,11 @@ def check_values(cfg) -> list[str]:
                       "fixed teacher")
     if cfg.teacher_cache_topk is not None and cfg.teacher_cache_topk < 1:
         errors.append(f"teacher_cache_topk={cfg.teacher_cache_topk} must be >= 1 (or leave it unset for full logits)")
+    if cfg.generation_samples < 0:
+        errors.append(f"generation_samples={cfg.generation_samples} must be >= 0 (0: no generations)")
+    if cfg.generation_max_new_tokens is not None and cfg.generation_max_new_tokens < 1:
+        errors.append(f"generation_max_new_tokens={cfg.generation_max_new_tokens} must be >= 1 (or leave it unset: "
+                      "the longest gold test response plus a quarter)")
     for name in ("latency_samples", "throughput_batch_size", "per_device_train_batch_size"):
         if getattr(cfg, name) < 1:
             errors.append(f"{name}={getattr(cfg, name)} must be >= 1")

@@ -48,8 +48,6 @@ def token_topk(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor
     return torch.cat(vals), torch.cat(ids), torch.cat(tails)
 
 
-
-
 def _kl_and_agreement(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     """(rows, 2): KL(teacher || student) at T = 1 and whether the two top-1 tokens agree."""
     log_s, log_t = F.log_softmax(student.float(), -1), F.log_softmax(teacher.float(), -1)
@@ -62,6 +60,43 @@ def kl_and_agreement(student_logits: torch.Tensor, teacher_logits: torch.Tensor)
     return per_position(_kl_and_agreement, student_logits, teacher_logits)
 
 
+def left_padded(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prompts as a batch for generation: left-padded, so every row's next token is at the end."""
+    n = max(len(r) for r in rows)
+    ids = torch.full((len(rows), n), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), n), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, n - len(r):], mask[i, n - len(r):] = torch.as_tensor(r), 1
+    return ids, mask
+
+
+@torch.inference_mode()
+def greedy_generate(model, prompts: list[list[int]], pad_id: int, eos_ids: list[int], max_new_tokens: int,
+                    batch_size: int = 8, bf16: bool = False, desc: str = "generating", progress: bool = True
+                    ) -> list[list[int]]:
+    """Greedy continuations of token-id prompts with the KV cache, each cut at its first end-of-sequence
+    token; prompts of similar length are batched together (less padding), answers come back in order."""
+    device = next(model.parameters()).device
+    model.eval()
+    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    out: list[list[int]] = [[] for _ in prompts]
+    stop = set(eos_ids)
+    bar = tqdm(total=len(prompts), desc=desc, disable=not progress, leave=False)
+    for a in range(0, len(order), batch_size):
+        idx = order[a:a + batch_size]
+        ids, mask = left_padded([prompts[i] for i in idx], pad_id)
+        with _autocast(bf16, device):
+            gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
+                                 do_sample=False, use_cache=True, pad_token_id=pad_id, eos_token_id=list(stop))
+        for j, i in enumerate(idx):
+            new = gen[j, ids.shape[1]:].tolist()
+            cut = next((k for k, t in enumerate(new) if t in stop), len(new))
+            out[i] = new[:cut]
+        bar.update(len(idx))
+    bar.close()
+    return out
+
+
 @torch.inference_mode()
 def generation_speed(models: dict, prompts: list[list[int]], pad_id: int, new_tokens: int = 32,
                      batch_sizes: tuple[int, ...] = (1, 8), rounds: int = 3) -> dict[str, dict[str, float]]:
@@ -71,14 +106,6 @@ def generation_speed(models: dict, prompts: list[list[int]], pad_id: int, new_to
     ``rounds``. Prompts are left-padded, as batched generation needs."""
     import time
 
-    def batch(rows):
-        n = max(len(r) for r in rows)
-        ids = torch.full((len(rows), n), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), n), dtype=torch.long)
-        for i, r in enumerate(rows):
-            ids[i, n - len(r):], mask[i, n - len(r):] = torch.as_tensor(r), 1
-        return ids, mask
-
     def timed(model, ids, mask, steps):
         t0 = time.perf_counter()
         model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=steps, min_new_tokens=steps, do_sample=False,
@@ -87,7 +114,7 @@ def generation_speed(models: dict, prompts: list[list[int]], pad_id: int, new_to
 
     out = {name: {} for name in models}
     for size in batch_sizes:
-        ids, mask = batch([prompts[i % len(prompts)] for i in range(size)])
+        ids, mask = left_padded([prompts[i % len(prompts)] for i in range(size)], pad_id)
         times = {name: ([], []) for name in models}
         for name, model in models.items():  # warm-up
             model.eval()

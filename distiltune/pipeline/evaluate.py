@@ -50,3 +50,18 @@ def measure(ctx, results: dict) -> dict:
     for name, g in (generated or {}).items():
         results[name]["generation"] = g
     return results
+
+
+def generate(ctx, results: dict) -> dict | None:
+    """The task's generations on the test prompts (a language model's answers), every model on the same
+    rows; per-model scores go into ``results``, the side-by-side examples are returned for the report."""
+    models = {n: (r["_speed_input"][0], r["_tokenizer"]) for n, r in results.items()
+              if r.get("_speed_input") is not None and r.get("_tokenizer") is not None}
+    found = ctx.task.generations(models, ctx.data.test) if models else None
+    if found is None:
+        return None
+    print(f"[distiltune] {found['rows']} test prompts answered by greedy generation"
+          + (f", checked by '{found['checker']}'" if found["checker"] else ""))
+    for name, scores in found.pop("models").items():
+        results[name].update(scores)
+    return found

@@ -15,7 +15,7 @@ from ..errors import DistilTuneError
 from ..models import hf as M
 from ..report.build import write_report
 from .checks import plan, plan_evaluation
-from .evaluate import evaluate_model, majority_baseline, measure
+from .evaluate import evaluate_model, generate, majority_baseline, measure
 from .export_stage import check_export, export_student
 from .stages import baseline_stage, check_pair, student_init, student_stage, teacher_stage
 
@@ -48,11 +48,13 @@ def run(ctx) -> dict | None:
             print(f"[distiltune] evaluating {name} on {len(data.test)} test rows")
             results[name] = evaluate_model(ctx, name, made.model, made.tokenizer, made.path)
     _agreement(ctx, teacher, (("student", student), ("baseline_student", baseline)), results)
+    generations = generate(ctx, results)
     export_error = _export(ctx, student, results)
     measure(ctx, results)
     ctx.records.timings["total"] = time.perf_counter() - t_start
     report = write_report(ctx.out, cfg, data, results, ctx.records.timings, logs_dir=os.path.join(ctx.out, "logs"),
-                          selection=ctx.records.selection, majority=majority_baseline(ctx, results))
+                          selection=ctx.records.selection, majority=majority_baseline(ctx, results),
+                          generations=generations)
     if export_error is not None:
         raise DistilTuneError(f"{export_error.problem} (the run itself finished: models and report.md are in {ctx.out})",
                               export_error.fix)
@@ -108,6 +110,7 @@ def evaluate_models(cfg, model_dirs: list[str], overwrite: bool = False, resume:
             raise DistilTuneError(f"'{path}' is untrained (a fresh classifier head or network); its predictions would be noise",
                                   "evaluate a trained model folder (e.g. <output_dir>/student)")
         results[name] = evaluate_model(ctx, name, loaded.model, loaded.tokenizer, M.resolve_path(path))
+    generations = generate(ctx, results)
     measure(ctx, results)
     save_config(cfg, os.path.join(ctx.out, "config.yaml"))
-    return write_report(ctx.out, cfg, ctx.data, results, {})
+    return write_report(ctx.out, cfg, ctx.data, results, {}, generations=generations)

@@ -9,6 +9,8 @@ import os
 import numpy as np
 import torch
 
+from .generations import generation_lines
+
 KEYS = ("metric", "params", "size_mb", "latency_ms_p50", "latency_ms_p95", "throughput_sps")
 
 
@@ -28,7 +30,7 @@ def _ratio(a, b):
 # every task's metrics (f1_<type> keys too: per entity type for token classification)
 METRIC_KEYS = ("accuracy", "f1", "matthews", "pearson", "spearman", "mse", "entity_f1", "entity_precision",
                "entity_recall", "token_accuracy", "exact_match", "nll", "perplexity", "tokens", "kl_to_teacher",
-               "top1_agreement")
+               "top1_agreement", "answer_accuracy", "answers_checked")
 # and per entity type (f1_<TYPE>) for token classification, per answer length (em_len_* / f1_len_*) for QA
 METRIC_PREFIXES = ("f1_", "em_len_")
 
@@ -167,6 +169,7 @@ def to_markdown(report: dict) -> str:
                                             "over-fitting, a KD term that did not fall, a teacher near the majority "
                                             "class, class imbalance under accuracy)"]) + [""]
     lines += _summary_lines(report)
+    lines += generation_lines(report)
     names = {"student_onnx": "ONNX fp32 student", "student_int8": "int8 student"}
     for name, e in report.get("export", {}).items():
         parts = [f"agrees with the PyTorch student on {e['agreement']:.2%} of test predictions "
@@ -224,6 +227,8 @@ def to_html(report: dict, out: str) -> str:
             body.append(f"<h1>{html.escape(line[2:])}</h1>")
         elif line.startswith("## "):
             body.append(f"<h2>{html.escape(line[3:])}</h2>")
+        elif line.startswith("### "):
+            body.append(f"<h3>{html.escape(line[4:])}</h3>")
         elif line.startswith("- "):
             body.append(f"<li>{html.escape(line[2:])}</li>")
         elif line.startswith("!["):
@@ -245,18 +250,18 @@ def to_html(report: dict, out: str) -> str:
 
 
 def write_report(out: str, cfg, data, results: dict, timings: dict, logs_dir: str | None = None,
-                 selection: dict | None = None, majority: dict | None = None) -> dict:
+                 selection: dict | None = None, majority: dict | None = None, generations: dict | None = None) -> dict:
     """report.json, report.md and a self-contained report.html, with the plots in ``out/plots``."""
-    from .plots import write_plots
-
     from .diagnostics import diagnose
-    from .plots import read_histories
+    from .plots import read_histories, write_plots
 
     report = build_report(cfg, data, results, timings)
     if selection:
         report["checkpoint_selection"] = selection
     if majority:  # the test metric of always predicting the most frequent training class
         report["majority_baseline"] = majority
+    if generations:  # a language model's greedy answers: the checker, and examples side by side
+        report["generations"] = generations
     if logs_dir is not None:  # a run's report (not distiltune evaluate's): the checks of report.diagnostics
         report["diagnostics"] = diagnose(report, read_histories(logs_dir))
     # the labels the models were scored against (per word, padded, for token classification)

@@ -135,6 +135,11 @@ class Task:
         """Generation speed of each model (a language model's prefill and decode), or None."""
         return None
 
+    def generations(self, models: dict, rows) -> dict | None:
+        """Test prompts answered by each model (name -> (model, tokenizer)): a language model's answer
+        accuracy and side-by-side generations, or None."""
+        return None
+
     preprocess_logits = None  # optional (logits, labels) -> what validation gathers instead (a language model's scores)
 
     def compute_metrics(self, pred) -> dict:

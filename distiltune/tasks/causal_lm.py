@@ -254,6 +254,13 @@ class CausalLM(TextClassification):
             prompts.append(ids[:start])
         return generation_speed(models, prompts, tokenizer.pad_token_id)
 
+    def generations(self, models: dict, rows) -> dict | None:
+        from .lm_generations import answer_generations
+
+        cfg = self.cfg
+        return answer_generations(models, rows, self.form, self.columns, cfg.answer_checker, cfg.generation_samples,
+                                  cfg.generation_max_new_tokens, bf16=cfg.bf16, progress=not cfg.disable_tqdm)
+
     def labels(self, rows) -> np.ndarray:
         n = max(rows["length"], default=0)
         out = np.full((len(rows), n), -100, dtype=np.int64)
