@@ -9,6 +9,14 @@ Teacher logits are Zipf-like, as a language model's over a vocabulary are (a few
 long flat tail), with noise; the student's are the teacher's plus noise (a student mid-training).
 
     python benchmarks/topk_error.py [--classes 30522] [--rows 256]
+
+``--lm``: the same question on real weights, per response token of a language model: SmolLM2-135M-
+Instruct (the offline demo teacher) on GSM8K solutions against a student (``--student``: a model
+folder; default the teacher's every other layer, untrained), k in {8, 32, 128}, the KD term as
+training computes it (losses/vocab.py: k + 1 buckets, the tail exact) against the dense teacher, and
+the bytes a token the cache stores (an Arrow table of the cache's own columns).
+
+    python benchmarks/topk_error.py --lm [--rows 16] [--student runs/demo_lm/student]
 """
 from __future__ import annotations
 
@@ -35,7 +43,13 @@ def main() -> None:
     ap.add_argument("--classes", type=int, default=30522)
     ap.add_argument("--rows", type=int, default=256)
     ap.add_argument("--zipf", type=float, default=1.1, help="exponent of the teacher's rank-probability law at T = 1")
+    ap.add_argument("--lm", action="store_true", help="real weights: SmolLM2-135M-Instruct on GSM8K solutions")
+    ap.add_argument("--student", default=None, help="--lm: a student model folder (default: every other teacher layer)")
     args = ap.parse_args()
+    if args.lm:
+        from topk_error_lm import main as lm_main
+
+        return lm_main(args.rows if args.rows != 256 else 16, args.student)
     teacher, student = logits(args.rows, args.classes, 0, args.zipf)
     rows = []
     for k in (10, 50, 200, 1000):

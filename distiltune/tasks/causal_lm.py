@@ -99,6 +99,12 @@ class CausalLM(TextClassification):
                     raise DistilTuneError(f"the {role} '{name}' has {rows} output rows but its tokenizer has {tokens} "
                                           "tokens, so some tokens could never be predicted",
                                           "give a model whose output layer covers its tokenizer (resize_token_embeddings)")
+                if role == "teacher" and cfg.student == "from_teacher" and cfg.student_layers:
+                    M.check_student_layers(list(cfg.student_layers), conf.get_text_config().num_hidden_layers)
+                if cfg.teacher_cache_topk and rows is not None and cfg.teacher_cache_topk > rows:
+                    raise DistilTuneError(f"teacher_cache_topk={cfg.teacher_cache_topk} is more than the {rows} tokens of "
+                                          f"the {role}'s vocabulary", f"give teacher_cache_topk between 1 and {rows} "
+                                          f"(default {DEFAULT_TOPK}: the top 32 logits and the exact tail mass)")
         with problems.check():
             s_tok = lm_tokenizer(cfg.student if cfg.student != "from_teacher" else cfg.teacher)
             t_tok = lm_tokenizer(cfg.teacher) if cfg.teacher else None
