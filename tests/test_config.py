@@ -198,9 +198,9 @@ def test_demo_task_picks_its_packaged_config_and_quick_slices_it(capsys):
     assert argv[:2] == ["--config", DEMO_CONFIGS["causal_lm"]] and argv[2:] == ["--quick"]
     cfg, flags = parse_config(argv + ["--report_to", "none"], "demo")
     assert cfg.task_type == "causal_lm" and cfg.teacher == "demo:smollm2-135m-instruct" and cfg.student == "from_teacher"
-    assert flags.quick and cfg.num_labeled == 24 and cfg.max_test_samples == 8 and cfg.generation_samples == 4
+    assert flags.quick and cfg.num_labeled == 16 and cfg.max_test_samples == 8 and cfg.generation_samples == 4
     full, _ = parse_config(_demo_config(["--task", "causal_lm"]) + ["--report_to", "none"], "demo")
-    assert full.num_labeled == 160 and full.generation_samples == 24
+    assert full.num_labeled == 128 and full.generation_samples == 24
     assert _demo_config(["--quick"])[:2] == ["--config", DEMO_CONFIGS["classification"]]
     assert main(["demo", "--task", "vision"]) == 2
     assert "there is no demo for task 'vision'" in capsys.readouterr().err

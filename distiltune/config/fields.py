@@ -63,6 +63,16 @@ class DataArguments:
                                      "and the report's side-by-side generations (0: none).")
     generation_max_new_tokens: int | None = _f(None, "causal_lm: the longest generation, in tokens; default the longest gold "
                                                      "test response plus a quarter.")
+    sequence_kd: bool = _f(False, "causal_lm: sequence-level KD. Before distillation the teacher answers every training "
+                                  "prompt that has no gold response (rows past num_labeled, unlabeled_file prompts) by "
+                                  "generation, once (cached in the run, resumed after a kill), and the student learns "
+                                  "those answers as its responses: token-level terms along them when the two share a "
+                                  "tokenizer, cross-entropy alone when they do not (the route across tokenizers; "
+                                  "DeepSeek's R1-Distill models were made this way).")
+    sequence_kd_max_new_tokens: int | None = _f(None, "causal_lm: the longest teacher answer, in tokens; default the "
+                                                      "longest gold training response plus a quarter.")
+    sequence_kd_temperature: float = _f(0.0, "causal_lm: 0 = greedy teacher answers; above 0, sampled at this "
+                                             "temperature (seeded by seed).")
     metric: str = _f("auto", "Main metric: accuracy, f1 (macro), matthews, pearson, spearman; entity_f1 or token_accuracy "
                              "for token_classification; f1 or exact_match (SQuAD's) for question_answering; token_accuracy "
                              "(top-1 next-token accuracy on gold responses) for causal_lm; auto = accuracy, pearson, "

@@ -120,8 +120,8 @@ def logits_only(objective: list[tuple]) -> list[bool]:
 def describe(objective: list[tuple]) -> str:
     """``0.5·ce + 0.5·kd + 1·hidden_mse(layers=last)`` for model cards and logs."""
     parts = []
-    for name, weight, options in objective:
-        opts = ", ".join(f"{k}={v}" for k, v in options.items() if k != "key")
+    for name, weight, *rest in objective:  # (name, weight) or (name, weight, options)
+        opts = ", ".join(f"{k}={v}" for k, v in (rest[0] if rest else {}).items() if k != "key")
         parts.append(f"{weight}·{name}" + (f"({opts})" if opts else ""))
     return " + ".join(parts)
 

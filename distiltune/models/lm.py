@@ -11,6 +11,7 @@ from tqdm.auto import tqdm
 from ..constants import IGNORE_INDEX, TAIL_TEMPERATURES
 from .chunked import per_position
 from .inference import _autocast
+from .spans import NEG
 
 
 def _scores(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -60,6 +61,42 @@ def kl_and_agreement(student_logits: torch.Tensor, teacher_logits: torch.Tensor)
     return per_position(_kl_and_agreement, student_logits, teacher_logits)
 
 
+def student_vocabulary(teacher: torch.Tensor, n: int) -> torch.Tensor:
+    """A teacher language model's logits over the student's ``n`` output rows, for two models of one
+    tokenizer whose output layers were padded to different sizes (Qwen2.5: 151,936 vs 152,064). The
+    rows past the tokenizer are never produced as tokens (the task checks the tokenizers before
+    training): the teacher's extra ones are cut, and the student's extra ones get a teacher logit of
+    -10^4, so KD teaches the student to give them no mass, as the teacher does."""
+    have = teacher.shape[-1]
+    if have >= n:
+        return teacher[..., :n]
+    return torch.nn.functional.pad(teacher, (0, n - have), value=NEG)
+
+
+def agreement_on_rows(teacher, model, rows, batcher, bf16: bool = False) -> dict[str, float]:
+    """The mean KL(teacher || model) (T = 1) over the gold tokens of encoded rows, and how often the
+    two models' top-1 tokens agree there; a batch of rows at a time."""
+    device = next(model.parameters()).device
+    teacher.to(device).eval()
+    model.eval()
+    totals, tokens = np.zeros(2), 0
+    table = rows.select_columns(["input_ids", "attention_mask", "labels"])[:]
+    order = np.argsort(-np.asarray(rows["length"]), kind="stable")
+    with torch.inference_mode():
+        for a in range(0, len(order), 8):
+            batch = batcher([{k: table[k][i] for k in table} for i in order[a:a + 8]])
+            ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
+            with _autocast(bf16, device):
+                s = model(input_ids=ids, attention_mask=mask).logits
+                t = teacher(input_ids=ids, attention_mask=mask).logits
+            t = student_vocabulary(t, s.shape[-1])
+            scored = batch["labels"].to(device) != IGNORE_INDEX
+            per = kl_and_agreement(s, t)[scored]
+            totals += per.sum(0).double().cpu().numpy()
+            tokens += int(scored.sum())
+    return {"kl_to_teacher": float(totals[0] / max(tokens, 1)), "top1_agreement": float(totals[1] / max(tokens, 1))}
+
+
 def left_padded(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Prompts as a batch for generation: left-padded, so every row's next token is at the end."""
     n = max(len(r) for r in rows)
@@ -72,10 +109,11 @@ def left_padded(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch
 
 @torch.inference_mode()
 def greedy_generate(model, prompts: list[list[int]], pad_id: int, eos_ids: list[int], max_new_tokens: int,
-                    batch_size: int = 8, bf16: bool = False, desc: str = "generating", progress: bool = True
-                    ) -> list[list[int]]:
-    """Greedy continuations of token-id prompts with the KV cache, each cut at its first end-of-sequence
-    token; prompts of similar length are batched together (less padding), answers come back in order."""
+                    batch_size: int = 8, bf16: bool = False, desc: str = "generating", progress: bool = True,
+                    temperature: float = 0.0) -> list[list[int]]:
+    """Greedy continuations of token-id prompts with the KV cache (sampled at ``temperature`` when it is
+    above 0), each cut at its first end-of-sequence token; prompts of similar length are batched
+    together (less padding), answers come back in order."""
     device = next(model.parameters()).device
     model.eval()
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
@@ -87,7 +125,8 @@ def greedy_generate(model, prompts: list[list[int]], pad_id: int, eos_ids: list[
         ids, mask = left_padded([prompts[i] for i in idx], pad_id)
         with _autocast(bf16, device):
             gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
-                                 do_sample=False, use_cache=True, pad_token_id=pad_id, eos_token_id=list(stop))
+                                 do_sample=temperature > 0, use_cache=True, pad_token_id=pad_id, eos_token_id=list(stop),
+                                 **({"temperature": temperature, "top_k": 0, "top_p": 1.0} if temperature > 0 else {}))
         for j, i in enumerate(idx):
             new = gen[j, ids.shape[1]:].tolist()
             cut = next((k for k, t in enumerate(new) if t in stop), len(new))
@@ -98,15 +137,16 @@ def greedy_generate(model, prompts: list[list[int]], pad_id: int, eos_ids: list[
 
 
 @torch.inference_mode()
-def generation_speed(models: dict, prompts: list[list[int]], pad_id: int, new_tokens: int = 32,
-                     batch_sizes: tuple[int, ...] = (1, 8), rounds: int = 3) -> dict[str, dict[str, float]]:
-    """Greedy generation with the KV cache, each model in turn on the same prompts (so a slow phase of a
-    shared machine hits all alike): prefill time (the prompt's forward pass and the first token) and
-    decode speed (tokens a second over the next ``new_tokens - 1``), at each batch size, median of
-    ``rounds``. Prompts are left-padded, as batched generation needs."""
+def generation_speed(models: dict, new_tokens: int = 32, batch_sizes: tuple[int, ...] = (1, 8),
+                     rounds: int = 3) -> dict[str, dict[str, float]]:
+    """``models``: name -> (model, its prompts as token ids, its pad id). Greedy generation with the KV
+    cache, each model in turn on the same prompts (so a slow phase of a shared machine hits all alike):
+    prefill time (the prompt's forward pass and the first token) and decode speed (tokens a second over
+    the next ``new_tokens - 1``), at each batch size, median of ``rounds``. Prompts are left-padded,
+    as batched generation needs."""
     import time
 
-    def timed(model, ids, mask, steps):
+    def timed(model, ids, mask, steps, pad_id):
         t0 = time.perf_counter()
         model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=steps, min_new_tokens=steps, do_sample=False,
                        use_cache=True, pad_token_id=pad_id)
@@ -114,14 +154,16 @@ def generation_speed(models: dict, prompts: list[list[int]], pad_id: int, new_to
 
     out = {name: {} for name in models}
     for size in batch_sizes:
-        ids, mask = left_padded([prompts[i % len(prompts)] for i in range(size)], pad_id)
+        inputs = {name: (*left_padded([prompts[i % len(prompts)] for i in range(size)], pad), pad)
+                  for name, (_, prompts, pad) in models.items()}
         times = {name: ([], []) for name in models}
-        for name, model in models.items():  # warm-up
+        for name, (model, *_) in models.items():  # warm-up
             model.eval()
-            timed(model, ids, mask, 2)
+            timed(model, *inputs[name][:2], 2, inputs[name][2])
         for _ in range(rounds):
-            for name, model in models.items():
-                first, whole = timed(model, ids, mask, 1), timed(model, ids, mask, new_tokens)
+            for name, (model, *_) in models.items():
+                ids, mask, pad = inputs[name]
+                first, whole = timed(model, ids, mask, 1, pad), timed(model, ids, mask, new_tokens, pad)
                 times[name][0].append(first)
                 times[name][1].append(whole)
         for name, (first, whole) in times.items():

@@ -98,6 +98,9 @@ def build_task(cfg, problems: Problems, data=None):
     if cls is None:
         return None
     cls.check_config(cfg, problems)
+    if cfg.sequence_kd and cls.name != "causal_lm":
+        problems.found.append(DistilTuneError(f"sequence_kd has the teacher answer prompts by generation, but the task is "
+                                              f"{cls.name}", "remove sequence_kd (it is for task_type causal_lm)"))
     with problems.check():
         return cls(cfg, data if data is not None else cls.load_data(cfg))
     return None

@@ -34,6 +34,9 @@ def distil_rows(ctx, teacher, s_tok, t_tok, teacher_fp: str, live: bool = False)
     cache is off: then the teacher runs every step, on its own encoding when it reads other inputs."""
     cfg, data, task = ctx.cfg, ctx.data, ctx.task
     rows = data.train if data.unlabeled is None else concatenate_datasets([data.train, data.unlabeled])
+    if cfg.sequence_kd:  # the teacher's answers become the responses of the rows without gold ones
+        with PartialState().main_process_first():  # one process generates; the others read its answers
+            rows = task.with_teacher_answers(teacher, t_tok, rows, os.path.join(ctx.out, "cache", "answers"), teacher_fp)
     aug = _augmented(ctx, rows, s_tok)
     if aug is not None:
         rows = concatenate_datasets([rows, aug])

@@ -43,10 +43,9 @@ def measure(ctx, results: dict) -> dict:
     speeds = measure_speeds(entries, ctx.cfg.latency_samples, ctx.cfg.throughput_batch_size)
     for name, r in results.items():
         r.update(speeds[name])
-    rows = next(iter(entries.values()))[2] if entries else None
-    tok = next((r["_tokenizer"] for r in results.values() if r.get("_tokenizer") is not None), None)
-    generated = ctx.task.generation_speeds({n: e[0] for n, e in entries.items() if n in results}, tok, rows) \
-        if rows is not None and tok is not None else None
+    models = {n: (e[0], results[n]["_tokenizer"]) for n, e in entries.items()
+              if n in results and results[n].get("_tokenizer") is not None}
+    generated = ctx.task.generation_speeds(models, ctx.data.test) if models else None
     for name, g in (generated or {}).items():
         results[name]["generation"] = g
     return results

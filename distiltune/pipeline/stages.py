@@ -101,9 +101,12 @@ def prepare_terms(ctx, teacher: Made, init: Made) -> tuple[dict, list]:
 def _distil(ctx, teacher: Made, init: Made, fp: str):
     """intermediate -> distil -> (student fine-tune); returns the student and how it was made."""
     cfg, data, s_tok = ctx.cfg, ctx.data, init.tokenizer
-    objectives, restore = prepare_terms(ctx, teacher, init)
+    # sequence-level KD across tokenizers: the teacher's answers are the only signal, learnt by cross-entropy
+    answers_only = cfg.sequence_kd and not ctx.task.same_inputs(s_tok, teacher.tokenizer)
+    objectives, restore = ({"intermediate": [], "main": finetune_objective()}, []) if answers_only else \
+        prepare_terms(ctx, teacher, init)
     online = cfg.online_teacher_lr is not None  # the teacher adapts while it teaches: no cache, its own copy
-    live = online or not all(logits_only(objectives["intermediate"] + objectives["main"]))
+    live = online or answers_only or not all(logits_only(objectives["intermediate"] + objectives["main"]))
     rows, augmented = distil_rows(ctx, teacher.model, s_tok, teacher.tokenizer, teacher.fp, live=live)
     model = init.model
     staged = objectives["intermediate"] and cfg.intermediate_epochs > 0
@@ -116,7 +119,8 @@ def _distil(ctx, teacher: Made, init: Made, fp: str):
     plateau = cfg.distill_stop == "plateau"
     teaching = copy.deepcopy(teacher.model) if online else teacher.model  # the report keeps the fine-tuned teacher
     model = train_stage(ctx, "distill", fp, model, s_tok, rows, objectives["main"], cfg.distill_epochs, cfg.learning_rate,
-                        teacher=teaching, teacher_tokenizer=teacher.tokenizer, temperature=cfg.temperature_sched,
+                        teacher=None if answers_only else teaching, teacher_tokenizer=teacher.tokenizer,
+                        temperature=cfg.temperature_sched,
                         plateau=plateau, schedule_epochs=cfg.num_train_epochs, online_teacher_lr=cfg.online_teacher_lr)
     if online:
         del teaching
@@ -125,6 +129,9 @@ def _distil(ctx, teacher: Made, init: Made, fp: str):
               else f"for {cfg.num_train_epochs:g} epochs")
     how = (f"{init.how}, distilled from the teacher on {len(rows)} rows ({len(data.train)} labelled{aug}) {length}, "
            f"T {cfg.temperature_sched}, loss {describe(objectives['main'])}")
+    if cfg.sequence_kd:
+        how += ("; the teacher answered the other prompts by generation (sequence-level KD)" +
+                (", learnt by cross-entropy alone (another tokenizer)" if answers_only else ""))
     if online:
         how += f"; the teacher kept fine-tuning on the labelled rows at {cfg.online_teacher_lr:g} while it taught"
     if staged:

@@ -104,6 +104,11 @@ class Task:
         """Trainer settings this task needs in every training stage."""
         return {}
 
+    def with_teacher_answers(self, teacher, tokenizer, rows, root: str, teacher_fp: str):
+        """Sequence-level KD: ``rows`` with the teacher's generated answers where they lack gold ones
+        (a language model's; cached under ``root``)."""
+        return rows
+
     # ---- teacher outputs (what the teacher cache stores per row) ----
     def teacher_inputs(self, rows, tokenizer, teacher_tokenizer, same: bool):
         """The rows as the teacher reads them, and the column prefix of its inputs."""
@@ -131,8 +136,9 @@ class Task:
         """How close a student's outputs are to the teacher's on the test rows (None: not reported)."""
         return None
 
-    def generation_speeds(self, models: dict, tokenizer, rows) -> dict | None:
-        """Generation speed of each model (a language model's prefill and decode), or None."""
+    def generation_speeds(self, models: dict, rows) -> dict | None:
+        """Generation speed of each model (name -> (model, tokenizer)) on the test rows: a language
+        model's prefill and decode, or None."""
         return None
 
     def generations(self, models: dict, rows) -> dict | None:

@@ -20,7 +20,7 @@ from ..errors import DistilTuneError
 from ..models import files as MF
 from ..models import hf as M
 from ..models.inference import _autocast
-from ..models.lm import generation_speed, kl_and_agreement, token_scores, token_topk
+from ..models.lm import agreement_on_rows, generation_speed, token_scores, token_topk
 from .base import Loaded
 from .text_classification import TextClassification, pad_multiple
 
@@ -113,14 +113,21 @@ class CausalLM(TextClassification):
             for role, tok in (("student", s_tok), ("teacher", t_tok)):
                 if tok is not None:
                     check_prompt_lengths(splits, tok, role, self.form, self.columns, self.max_length(tok))
+            if cfg.sequence_kd and self.form == "text":
+                raise DistilTuneError("sequence_kd has the teacher answer prompts, but plain-text rows have none",
+                                      "give prompt/response or messages rows, or remove sequence_kd")
+            if cfg.sequence_kd and (self.data.unlabeled is None or len(self.data.unlabeled) == 0):
+                raise DistilTuneError("sequence_kd: every training row keeps its gold response, so the teacher has no "
+                                      "prompt to answer", "lower num_labeled, or give prompts in unlabeled_file")
             if t_tok is not None and cfg.strategy != "finetune":
-                if not M.same_tokenizer(s_tok, t_tok):
+                if M.same_tokenizer(s_tok, t_tok):
+                    check_same_rendering(self.data.train, s_tok, t_tok, self.form, self.columns)
+                elif not cfg.sequence_kd:  # across tokenizers the teacher's answers are learnt as text
                     raise DistilTuneError("teacher and student have different tokenizers, so their next-token "
                                           "distributions are over different vocabularies and token-level KD is not "
                                           "defined", "give a student of the teacher's tokenizer family (or student: "
-                                          "from_teacher); across tokenizers, distil through the teacher's generated "
-                                          "text (sequence-level KD)")
-                check_same_rendering(self.data.train, s_tok, t_tok, self.form, self.columns)
+                                          "from_teacher); across tokenizers, set sequence_kd: true (the student "
+                                          "learns the teacher's generated answers)")
 
     def check_terms(self, objective, problems) -> None:
         """Language models are compared on next-token logits; feature terms are for encoders here."""
@@ -164,8 +171,20 @@ class CausalLM(TextClassification):
     def batcher(self, tokenizer, teacher_tokenizer=None, exact: bool = False):
         return LMCollator(tokenizer, pad_to_multiple_of=None if exact else pad_multiple(self.cfg))
 
+    def same_inputs(self, student_tokenizer, teacher_tokenizer) -> bool:
+        return M.same_tokenizer(student_tokenizer, teacher_tokenizer)  # differ only under sequence_kd (checked)
+
+    def _one_tokenizer(self) -> bool:
+        cfg = self.cfg
+        return cfg.student == "from_teacher" or M.same_tokenizer(lm_tokenizer(cfg.student), lm_tokenizer(cfg.teacher))
+
     def teacher_inputs(self, rows, tokenizer, teacher_tokenizer, same: bool):
-        return rows, ""  # one tokenizer (checked): the teacher reads the student's ids
+        return rows, ""  # token-level terms need one tokenizer (checked): the teacher reads the student's ids
+
+    def with_teacher_answers(self, teacher, tokenizer, rows, root: str, teacher_fp: str):
+        from .lm_sequence_kd import with_teacher_answers
+
+        return with_teacher_answers(self.cfg, teacher, tokenizer, rows, self.form, self.columns, root, teacher_fp)
 
     # ---- teacher outputs: per response token, the top-k form ----
     def teacher_outputs(self, teacher, rows, batcher, prefix: str = ""):
@@ -180,13 +199,11 @@ class CausalLM(TextClassification):
         with torch.inference_mode():
             for a in range(0, len(order), size):
                 idx = order[a:a + size]
-                feats = [{k: table[k][i] for k in table} for i in idx]
-                batch = batcher(feats)
+                batch = batcher([{k: table[k][i] for k in table} for i in idx])
                 with _autocast(cfg.bf16, cfg.device):
                     logits = teacher(input_ids=batch["input_ids"].to(cfg.device),
                                      attention_mask=batch["attention_mask"].to(cfg.device)).logits
-                if vocab:
-                    logits = logits[..., :vocab]
+                logits = logits[..., :vocab] if vocab else logits
                 mask = batch["response_mask"].bool().to(logits.device)
                 for j, i in enumerate(idx):
                     v, ids, tail = token_topk(logits[j][mask[j]], self.topk)
@@ -226,39 +243,22 @@ class CausalLM(TextClassification):
                 out[idx, :scores.shape[1]] = scores
         return out
 
-    def teacher_agreement(self, teacher, model, rows, batcher, bf16: bool = False) -> dict:
+    def teacher_agreement(self, teacher, model, rows, batcher, bf16: bool = False) -> dict | None:
         """On the gold response tokens of the test rows: the mean KL(teacher || model) of the next-token
-        distributions (T = 1) and how often the two models' top-1 tokens agree."""
-        from ..training.forward import student_vocabulary
+        distributions (T = 1) and how often their top-1 tokens agree (one tokenizer: sequence-level KD
+        across tokenizers has no token-level closeness)."""
+        if self.cfg.teacher and not self._one_tokenizer():
+            return None
+        return agreement_on_rows(teacher, model, rows, batcher, bf16)
 
-        device = next(model.parameters()).device
-        teacher.to(device).eval()
-        model.eval()
-        totals = np.zeros(2)
-        tokens = 0
-        table = rows.select_columns(["input_ids", "attention_mask", "labels"])[:]
-        order = np.argsort(-np.asarray(rows["length"]), kind="stable")
-        with torch.inference_mode():
-            for a in range(0, len(order), 8):
-                batch = batcher([{k: table[k][i] for k in table} for i in order[a:a + 8]])
-                ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
-                with _autocast(bf16, device):
-                    s = model(input_ids=ids, attention_mask=mask).logits
-                    t = teacher(input_ids=ids, attention_mask=mask).logits
-                scored = batch["labels"].to(device) != -100
-                per = kl_and_agreement(s, student_vocabulary(t, s.shape[-1]))[scored]
-                totals += per.sum(0).double().cpu().numpy()
-                tokens += int(scored.sum())
-        return {"kl_to_teacher": float(totals[0] / max(tokens, 1)), "top1_agreement": float(totals[1] / max(tokens, 1))}
+    def generation_speeds(self, models: dict, rows) -> dict:
+        """Greedy generation with the KV cache on the first 8 test prompts, each model reading them as it
+        renders them, side by side (fp32, CPU as the other speeds): prefill ms and decode tokens/s."""
+        from .lm_generations import prompts_and_golds
 
-    def generation_speeds(self, models: dict, tokenizer, rows) -> dict:
-        """Greedy generation with the KV cache on the test rows' prompts, side by side (fp32, CPU as the
-        other speeds): prefill ms and decode tokens/s at batch 1 and 8."""
-        prompts = []
-        for ids, mask in zip(rows["input_ids"][:8], rows["response_mask"][:8]):
-            start = mask.index(1) + 1 if 1 in mask else min(16, len(ids))  # text rows: their first 16 tokens
-            prompts.append(ids[:start])
-        return generation_speed(models, prompts, tokenizer.pad_token_id)
+        rows = rows.select(range(min(8, len(rows))))
+        return generation_speed({n: (m, prompts_and_golds(rows, self.form, self.columns, tok)[0], tok.pad_token_id)
+                                 for n, (m, tok) in models.items()}, rounds=min(3, self.cfg.latency_samples))
 
     def generations(self, models: dict, rows) -> dict | None:
         from .lm_generations import answer_generations

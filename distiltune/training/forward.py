@@ -10,6 +10,7 @@ from ..losses import Requests
 from ..models import features as FT
 from ..models import spans as SP
 from ..models.inference import gather_words
+from ..models.lm import student_vocabulary
 from .monitor import check_alignment
 
 
@@ -73,18 +74,6 @@ def forward_all(model, teacher, inputs: dict, terms: list, temperature: float = 
     batch.update(attention_mask=inputs.get("attention_mask"),
                  teacher_attention_mask=(teacher_inputs or inputs).get("attention_mask"))
     return student_out, teacher_out, batch
-
-
-def student_vocabulary(teacher: torch.Tensor, n: int) -> torch.Tensor:
-    """A teacher language model's logits over the student's ``n`` output rows, for two models of one
-    tokenizer whose output layers were padded to different sizes (Qwen2.5: 151,936 vs 152,064). The
-    rows past the tokenizer are never produced as tokens (the task checks the tokenizers before
-    training): the teacher's extra ones are cut, and the student's extra ones get a teacher logit of
-    -10^4, so KD teaches the student to give them no mass, as the teacher does."""
-    have = teacher.shape[-1]
-    if have >= n:
-        return teacher[..., :n]
-    return torch.nn.functional.pad(teacher, (0, n - have), value=SP.NEG)
 
 
 def fit_words(teacher_logits: torch.Tensor, n: int) -> torch.Tensor:
