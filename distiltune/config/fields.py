@@ -179,6 +179,14 @@ class StrategyArguments:
                               choices=["auto", "bf16", "fp16", "no"])
     latency_samples: int = _f(100, "Batch-1 forward passes timed for latency percentiles (after warm-up).")
     throughput_batch_size: int = _f(32, "Batch size for the throughput measurement.")
+    teacher_lora: dict | str | None = _f(None, "Fine-tune the teacher with LoRA (peft) instead of in full: true, or "
+                                                      "{r: 16, alpha: 32, dropout: 0.05, target_modules: all-linear} (JSON "
+                                                      "on the command line). The adapters are merged into the weights "
+                                                      "before the teacher teaches.")
+    student_lora: dict | str | None = _f(None, "Train the student (and the baseline, alike) with LoRA adapters, "
+                                                      "merged into the weights when each stage ends; same keys as "
+                                                      "teacher_lora. Logit terms only (feature terms read the layers "
+                                                      "LoRA wraps).")
     export: dict | str | None = _f(None, "Export the student after the run: a mapping {format: onnx, quantize: int8, "
                                          "min_agreement: 0.999, min_agreement_int8: 0.97 (QA: 0.70), opset: null} or 'onnx' / "
                                          "'onnx:int8' (JSON on the command line); the exported files are evaluated and "

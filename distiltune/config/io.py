@@ -26,7 +26,7 @@ last_output_dir: str | None = None
 
 
 # Values YAML and the CLI legitimately give in another shape than the field's annotation.
-LENIENT = {"finetune_teacher": (bool,), "export": (bool,), "losses": (str, dict, list), "layer_map": (list, dict)}
+LENIENT = {"finetune_teacher": (bool,), "export": (bool,), "teacher_lora": (bool,), "student_lora": (bool,), "losses": (str, dict, list), "layer_map": (list, dict)}
 
 
 def _conforms(value, hint) -> bool:

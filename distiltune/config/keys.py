@@ -18,7 +18,7 @@ TRAIN_KEYS = ("per_device_train_batch_size", "gradient_accumulation_steps", "see
               "weight_decay", "warmup_steps", "lr_scheduler_type", "optim", "max_grad_norm", "train_sampling_strategy")
 
 # What shapes the fine-tuned teacher beyond TRAIN_KEYS and its training rows.
-TEACHER_KEYS = ("teacher", "teacher_num_train_epochs", "teacher_learning_rate", "freeze_embeddings", "freeze_layers",
+TEACHER_KEYS = ("teacher", "teacher_num_train_epochs", "teacher_learning_rate", "freeze_embeddings", "freeze_layers", "teacher_lora",
                 "teacher_stop", "teacher_max_epochs", "plateau_patience", "plateau_min_epochs")
 
 # What shapes a stage that stops on a validation plateau (besides its ceiling of epochs).

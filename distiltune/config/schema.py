@@ -14,6 +14,7 @@ import torch
 from transformers import TrainingArguments
 
 from ..export.options import export_options
+from ..models.lora import lora_options
 from ..losses.objective import build_objectives
 from ..schedules import Schedule
 from . import validate as V
@@ -55,10 +56,12 @@ class DistillConfig(StrategyArguments, ModelArguments, DataArguments, TrainingAr
         if self.distill_weight is None:
             self.distill_weight = 0.9 if self.strategy == "distill_finetune" else 0.5
         errors = V.check_values(self)
-        try:
-            export_options(self.export)
-        except ValueError as e:
-            errors.append(str(e))
+        for check in (lambda: export_options(self.export), lambda: lora_options(self.teacher_lora, "teacher_lora"),
+                      lambda: lora_options(self.student_lora, "student_lora")):
+            try:
+                check()
+            except ValueError as e:
+                errors.append(str(e))
         if errors:
             raise V.ConfigError(errors)
         if self.load_best_model_at_end and str(getattr(self.eval_strategy, "value", self.eval_strategy)) == "no":
@@ -105,6 +108,12 @@ class DistillConfig(StrategyArguments, ModelArguments, DataArguments, TrainingAr
     def objectives(self) -> dict[str, list[tuple]]:
         """The weighted loss terms of each stage (see ``losses.objective.build_objectives``)."""
         return build_objectives(self)
+
+    @property
+    def lora_settings(self) -> dict[str, dict | None]:
+        """LoRA settings per role ('teacher', 'student'), defaults filled in; None where training is full."""
+        return {"teacher": lora_options(self.teacher_lora, "teacher_lora"),
+                "student": lora_options(self.student_lora, "student_lora")}
 
     @property
     def export_settings(self) -> dict | None:

@@ -101,6 +101,13 @@ def build_task(cfg, problems: Problems, data=None):
     if cfg.sequence_kd and cls.name != "causal_lm":
         problems.found.append(DistilTuneError(f"sequence_kd has the teacher answer prompts by generation, but the task is "
                                               f"{cls.name}", "remove sequence_kd (it is for task_type causal_lm)"))
+    if cfg.student_lora and cfg.strategy != "finetune":
+        with problems.check():
+            from ..losses.objective import logits_only
+
+            if not all(logits_only(cfg.objectives["intermediate"] + cfg.objectives["main"])):
+                raise DistilTuneError("student_lora: feature and attention terms read the student's layers, which LoRA "
+                                      "wraps", "distil a LoRA student on logit terms alone, or remove student_lora")
     with problems.check():
         return cls(cfg, data if data is not None else cls.load_data(cfg))
     return None

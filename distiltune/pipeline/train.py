@@ -107,6 +107,14 @@ def train_stage(ctx, stage: str, fp: str, model, tokenizer, train_ds, objective,
         raise DistilTuneError(f"{stage}: validation during training needs validation rows, but the validation split "
                               "is empty", "give validation_file, or a validation_size > 0")
     callbacks = _callbacks(ctx, plateau)
+    lora = ctx.cfg.lora_settings["teacher" if stage == "teacher" else "student"]  # the baseline trains as the student
+    if lora is not None:
+        from ..models.lora import trainable_share, with_lora
+
+        model = with_lora(model, lora, ctx.data.task_type)
+        n, total = trainable_share(model)
+        print(f"[distiltune] {stage}: LoRA r={lora['r']}, alpha={lora['alpha']:g} on {lora['target_modules']}: "
+              f"{n:,} of {total:,} parameters trained ({n / total:.2%})")
     trainer = DistillationTrainer(model=model, args=args, train_dataset=train_ds,
                                   data_collator=task.collator(tokenizer, teacher_tokenizer),
                                   processing_class=tokenizer, teacher=teacher, objective=objective, temperature=temperature,
@@ -125,6 +133,10 @@ def train_stage(ctx, stage: str, fp: str, model, tokenizer, train_ds, objective,
         write_atomic(os.path.join(logs, f"{stage}.json"), json.dumps(trainer.state.log_history))
     if args.load_best_model_at_end:
         ctx.records.selection[stage] = checkpoint_choice(trainer.state, args.metric_for_best_model, epochs)
+    if lora is not None:  # the adapters merged into the weights: the next stage reads a plain model
+        from ..models.lora import merged
+
+        return merged(M.plain_model(trainer.model))
     return M.plain_model(trainer.model)
 
 

@@ -26,6 +26,10 @@ class ModuleClassification(Task):
                 raise DistilTuneError("freeze_embeddings / freeze_layers apply to transformer encoders only",
                                       "freeze parameters inside your factory (requires_grad_(False)) instead")
         with problems.check():
+            if cfg.teacher_lora or cfg.student_lora:
+                raise DistilTuneError("teacher_lora / student_lora wrap transformers models through peft; this task's "
+                                      "models are plain nn.Modules", "remove teacher_lora / student_lora")
+        with problems.check():
             if cfg.augment:
                 raise DistilTuneError("augment edits text, but this task's inputs are tensors (input_column)",
                                       "drop augment, and apply your own transforms in the dataset factory")
