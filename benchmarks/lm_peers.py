@@ -12,8 +12,8 @@ Reported per contender: response tokens trained per second, the cache's build ti
 process, and the student's NLL on held-out GSM8K solutions after training (the same evaluation code
 in every process).
 
-    benchmarks/setup_peers.sh                      # once: benchmarks/.venv with TRL (never a project dependency)
-    benchmarks/.venv/bin/python benchmarks/lm_peers.py [--rows 64] [--test 32]
+    benchmarks/setup_peers.sh                      # once: benchmarks/.venv-trl with TRL (never a project dependency)
+    benchmarks/.venv-trl/bin/python benchmarks/lm_peers.py [--rows 64] [--test 32]
 """
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BATCH, LR, MAX_LENGTH = 4, 1e-4, 256
@@ -45,8 +46,8 @@ def encode(tok, chats: list[dict]) -> list[dict]:
     for c in chats:
         prompt = tok.apply_chat_template(c["messages"][:1], add_generation_prompt=True, tokenize=True)
         full = tok.apply_chat_template(c["messages"], tokenize=True)
-        prompt = list(prompt["input_ids"] if isinstance(prompt, dict) else prompt)
-        full = list(full["input_ids"] if isinstance(full, dict) else full)[:MAX_LENGTH]
+        prompt = list(prompt["input_ids"] if isinstance(prompt, Mapping) else prompt)
+        full = list(full["input_ids"] if isinstance(full, Mapping) else full)[:MAX_LENGTH]
         out.append({"input_ids": full, "labels": [-100] * len(prompt) + full[len(prompt):]})
     return out
 
@@ -82,12 +83,13 @@ def run_distiltune(teacher, student, train, test, work):
     from distiltune.config.io import parse_config
     from distiltune.pipeline.run import run_pipeline
 
-    path = os.path.join(work, "train.jsonl")
-    with open(path, "w") as f:
-        f.writelines(json.dumps(c) + "\n" for c in train)
-    cfg, _ = parse_config(["--train_file", path, "--task_type", "causal_lm", "--teacher", teacher, "--student", student,
+    path, held = os.path.join(work, "train.jsonl"), os.path.join(work, "test.jsonl")
+    for file, rows in ((path, train), (held, test[:2])):  # distiltune's own evaluation: 2 rows (NLL below is common)
+        with open(file, "w") as f:
+            f.writelines(json.dumps(c) + "\n" for c in rows)
+    cfg, _ = parse_config(["--train_file", path, "--test_file", held, "--task_type", "causal_lm", "--teacher", teacher, "--student", student,
                            "--strategy", "distill", "--finetune_teacher", "no", "--num_labeled", str(len(train)),
-                           "--validation_size", "0", "--test_size", "2", "--distill_stop", "fixed",
+                           "--validation_size", "0", "--distill_stop", "fixed",
                            "--num_train_epochs", "1", "--logit_loss", "kd", "--distill_weight", "1.0", "--temperature", "1",
                            "--per_device_train_batch_size", str(BATCH), "--learning_rate", str(LR), "--max_length",
                            str(MAX_LENGTH), "--teacher_cache_topk", "32", "--baseline", "false", "--generation_samples", "0",
@@ -109,7 +111,7 @@ def run_trl(teacher, student, train, test, work):
     tok = AutoTokenizer.from_pretrained(student)
     args = GKDConfig(output_dir=os.path.join(work, "trl"), lmbda=0.0, beta=0.0, temperature=1.0, max_length=MAX_LENGTH,
                      per_device_train_batch_size=BATCH, num_train_epochs=1, learning_rate=LR, lr_scheduler_type="linear",
-                     bf16=True, gradient_checkpointing=False, report_to="none", save_strategy="no", logging_steps=5,
+                     bf16=True, use_cpu=True, gradient_checkpointing=False, report_to="none", save_strategy="no", logging_steps=5,
                      seed=0, disable_tqdm=True)
     trainer = GKDTrainer(model=AutoModelForCausalLM.from_pretrained(student),
                          teacher_model=AutoModelForCausalLM.from_pretrained(teacher), args=args,

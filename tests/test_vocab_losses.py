@@ -72,6 +72,26 @@ def test_a_term_over_tokens_is_the_mean_over_response_tokens(name):
     assert abs(value.item() - np.mean(rows)) > 1e-3
 
 
+@pytest.mark.parametrize("sparse", [False, True])
+def test_confidence_weighted_term_over_tokens_and_its_gradient_read_only_the_masked_tokens(sparse):
+    """Dynamic KD per token: the confidence-weighted mean over the masked tokens, equal to the dense
+    reference computed here over the whole tensor; positions outside the mask get no gradient."""
+    s, t = logits(3, 7, 40, seed=5).requires_grad_(True), logits(3, 7, 40, seed=6)
+    mask = torch.zeros(3, 7, dtype=torch.bool)
+    mask[0, 2:6], mask[1, 1:], mask[2, 5:] = True, True, True
+    labels = torch.randint(0, 40, (3, 7)).masked_fill(~mask, -100)
+    teacher = V.top_k(t, 40, 1.0) if sparse else t  # every class kept: exact, through the sparse path
+    value = build_term("kd", weighting="confidence")(Outputs(logits=s), Outputs(logits=teacher),
+                                                             {"temperature": 1.0, "position_mask": mask, "labels": labels})
+    p_t = torch.softmax(t.double(), -1)
+    per = (p_t * (p_t.log() - torch.log_softmax(s.double(), -1))).sum(-1)
+    w = p_t.gather(-1, labels.clamp(min=0)[..., None])[..., 0]
+    want = (per * w)[mask].sum() / w[mask].sum()
+    assert value.item() == pytest.approx(want.item(), rel=1e-4)
+    value.backward()
+    assert s.grad[~mask].abs().max() == 0 and s.grad[mask].abs().max() > 0
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_chunks_give_the_whole_value_and_gradient(dtype):
     t = logits(4, 9, 300, seed=8)

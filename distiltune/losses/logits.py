@@ -145,12 +145,23 @@ class _LogitTerm(LossTerm):
         if isinstance(t, TopK) and self.per_sample is logit_mse_per_sample:
             raise DistilTuneError(f"loss term '{self.name}' compares raw logits, but the teacher is kept as top-k log-probabilities",
                                   "use kd, reverse_kl, js, gjsd or tv with a top-k teacher cache")
+        mask, labels, at = batch.get("position_mask"), batch.get("labels"), None
+        if mask is not None and s.dim() > 2 and tuple(mask.shape) == tuple(s.shape[:-1]):
+            # per word or token: only the real positions are computed (a language model's prompt and padding
+            # are often half its positions); the one read-back of their count costs less than a vocabulary
+            at = mask.reshape(-1).nonzero().squeeze(1)
+            labels = labels.reshape(-1).index_select(0, at) if labels is not None and labels.numel() == mask.numel() \
+                else None
+            mask = None
         # a chunk of positions at a time: (batch, length, vocabulary) never goes to fp32 whole
-        per = per_position(self.per_sample, s, t, batch.get("temperature", 1.0), *self.options())
+        per = per_position(self.per_sample, s, t, batch.get("temperature", 1.0), *self.options(), at=at)
+        if at is not None and per.numel() == 0:  # no position to read: an exact zero that keeps the graph
+            return s.sum() * 0.0
         w = None
         if self.weighting == "confidence" and s.shape[-1] > 1:
-            w = teacher_confidence(t, batch.get("labels"))
-        mask = batch.get("position_mask")
+            if at is not None:  # the teacher at the positions read
+                t = t.flat().take_rows(at) if isinstance(t, TopK) else t.reshape(-1, t.shape[-1]).index_select(0, at)
+            w = teacher_confidence(t, labels)
         if mask is not None and per.dim() > 1:  # per word or token: the mean over real positions, not padding
             w = mask.float() if w is None else w * mask
         return weighted_mean(per, w)

@@ -42,6 +42,11 @@ class TopK:
     def detach(self) -> "TopK":
         return self
 
+    def take_rows(self, idx: torch.Tensor) -> "TopK":
+        """Rows ``idx`` of a flat (positions, k) TopK."""
+        return TopK(self.ids.index_select(0, idx), self.values.index_select(0, idx), self.tail.index_select(0, idx),
+                    self.vocab, self.temperature)
+
     def log_probs(self) -> torch.Tensor:
         """Its ``k + 1`` bucket log-probabilities at its temperature: the top-k classes, then the rest."""
         t = float(self.temperature)

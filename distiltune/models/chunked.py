@@ -16,13 +16,18 @@ from torch.utils.checkpoint import checkpoint
 CHUNK_ELEMENTS = 2 ** 23
 
 
-def per_position(fn, logits: torch.Tensor, *others, chunk_elements: int = CHUNK_ELEMENTS) -> torch.Tensor:
+def per_position(fn, logits: torch.Tensor, *others, chunk_elements: int = CHUNK_ELEMENTS,
+                 at: torch.Tensor | None = None) -> torch.Tensor:
     """``fn(rows, *others_rows) -> (rows,)`` over all leading positions of ``logits`` (..., classes), a
     chunk of rows at a time, each under checkpointing when it needs a gradient (its fp32 intermediates
     are recomputed in the backward pass rather than kept). Each of ``others`` with the same leading
     shape (a teacher's logits or a sparse ``losses.vocab.TopK``, labels) is cut into the same rows; anything else (a
     temperature, a beta) is passed as it is. Returns shape ``logits.shape[:-1]`` (plus the trailing shape
-    of ``fn``'s rows when it returns a vector per row)."""
+    of ``fn``'s rows when it returns a vector per row).
+
+    ``at``: the flat positions to compute (a language model's response tokens), shape ``(n,)`` in, ``(n,)``
+    out. Each chunk gathers its rows inside the checkpointed function, so no copy of the kept logits
+    outlives it: the backward pass gathers them again from the logits autograd keeps anyway."""
     lead, classes = logits.shape[:-1], logits.shape[-1]
     k = len(lead)
 
@@ -42,6 +47,8 @@ def per_position(fn, logits: torch.Tensor, *others, chunk_elements: int = CHUNK_
     x = logits.reshape(-1, classes)
     rest = [flat(o) if c else o for o, c in zip(others, chunked)]
     n, rows = x.shape[0], max(1, chunk_elements // max(classes, 1))
+    if at is not None:
+        return _at_positions(fn, x, rest, chunked, at, rows)
     if n <= rows:
         res = fn(x, *rest)
         return res.reshape(*lead, *res.shape[1:])
@@ -54,3 +61,21 @@ def per_position(fn, logits: torch.Tensor, *others, chunk_elements: int = CHUNK_
         else:
             out.append(fn(*part))
     return torch.cat(out).reshape(*lead, *out[0].shape[1:])
+
+
+def _take(x, idx: torch.Tensor):
+    return x.take_rows(idx) if hasattr(x, "take_rows") else x.index_select(0, idx)
+
+
+def _at_positions(fn, x: torch.Tensor, rest: list, chunked: list[bool], at: torch.Tensor, rows: int) -> torch.Tensor:
+    def run(flat, idx, *others):
+        return fn(flat.index_select(0, idx), *[_take(o, idx) if c else o for o, c in zip(others, chunked)])
+
+    out = []
+    for a in range(0, len(at), rows):
+        idx = at[a:a + rows]
+        if torch.is_grad_enabled() and x.requires_grad:
+            out.append(checkpoint(run, x, idx, *rest, use_reentrant=False))
+        else:
+            out.append(run(x, idx, *rest))
+    return torch.cat(out) if out else x.new_zeros((0,), dtype=torch.float32)

@@ -21,9 +21,11 @@ def hard_label_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         err = torch.where(keep, logits.view(-1) - labels.nan_to_num(0.0, 0.0, 0.0), 0.0)
         return err.pow(2).sum() / keep.sum().clamp(min=1)
     labels = labels.long()
-    if logits.dim() > 2:  # one label per word or token: every position is a row, a chunk of them at a time
-        per = per_position(_token_ce, logits, labels.reshape(logits.shape[:-1]))
-        return per.sum() / (labels != IGNORE_INDEX).sum().clamp(min=1)
+    if logits.dim() > 2:  # one label per word or token: the labelled positions are rows, a chunk at a time
+        labels = labels.reshape(logits.shape[:-1])
+        at = (labels.reshape(-1) != IGNORE_INDEX).nonzero().squeeze(1)  # a prompt and padding: not computed at all
+        per = per_position(_token_ce, logits, labels, at=at)
+        return per.sum() / max(len(at), 1) if len(at) else logits.sum() * 0.0
     total = F.cross_entropy(logits.float(), labels, ignore_index=IGNORE_INDEX, reduction="sum")
     return total / (labels != IGNORE_INDEX).sum().clamp(min=1)
 
