@@ -45,18 +45,7 @@ def check_values(cfg) -> list[str]:
                       "fixed teacher")
     if cfg.teacher_cache_topk is not None and cfg.teacher_cache_topk < 1:
         errors.append(f"teacher_cache_topk={cfg.teacher_cache_topk} must be >= 1 (or leave it unset for full logits)")
-    if cfg.sequence_kd_max_new_tokens is not None and cfg.sequence_kd_max_new_tokens < 1:
-        errors.append(f"sequence_kd_max_new_tokens={cfg.sequence_kd_max_new_tokens} must be >= 1")
-    if not cfg.sequence_kd_temperature >= 0:
-        errors.append(f"sequence_kd_temperature={cfg.sequence_kd_temperature} must be >= 0 (0: greedy answers)")
-    if cfg.sequence_kd and cfg.strategy == "finetune":
-        errors.append("sequence_kd needs a teacher to answer the prompts, but strategy finetune trains the student "
-                      "alone; use strategy distill or distill_finetune")
-    if cfg.generation_samples < 0:
-        errors.append(f"generation_samples={cfg.generation_samples} must be >= 0 (0: no generations)")
-    if cfg.generation_max_new_tokens is not None and cfg.generation_max_new_tokens < 1:
-        errors.append(f"generation_max_new_tokens={cfg.generation_max_new_tokens} must be >= 1 (or leave it unset: "
-                      "the longest gold test response plus a quarter)")
+    errors += check_generation(cfg)
     for name in ("latency_samples", "throughput_batch_size", "per_device_train_batch_size"):
         if getattr(cfg, name) < 1:
             errors.append(f"{name}={getattr(cfg, name)} must be >= 1")
@@ -177,4 +166,22 @@ def check_choices(cfg) -> list[str]:
                 near = difflib.get_close_matches(str(value), choices, n=1)
                 hint = f"did you mean '{near[0]}'? " if near else ""
                 errors.append(f"{f.name}='{value}' is not one of {', '.join(choices)} ({hint}pick one of them)")
+    return errors
+
+
+def check_generation(cfg) -> list[str]:
+    """A language model's generation settings: sequence-level KD's teacher answers, test generations."""
+    errors = []
+    if cfg.sequence_kd_max_new_tokens is not None and cfg.sequence_kd_max_new_tokens < 1:
+        errors.append(f"sequence_kd_max_new_tokens={cfg.sequence_kd_max_new_tokens} must be >= 1")
+    if not cfg.sequence_kd_temperature >= 0:
+        errors.append(f"sequence_kd_temperature={cfg.sequence_kd_temperature} must be >= 0 (0: greedy answers)")
+    if cfg.sequence_kd and cfg.strategy == "finetune":
+        errors.append("sequence_kd needs a teacher to answer the prompts, but strategy finetune trains the student "
+                      "alone; use strategy distill or distill_finetune")
+    if cfg.generation_samples < 0:
+        errors.append(f"generation_samples={cfg.generation_samples} must be >= 0 (0: no generations)")
+    if cfg.generation_max_new_tokens is not None and cfg.generation_max_new_tokens < 1:
+        errors.append(f"generation_max_new_tokens={cfg.generation_max_new_tokens} must be >= 1 (or leave it unset: "
+                      "the longest gold test response plus a quarter)")
     return errors
