@@ -83,3 +83,40 @@ def test_two_processes_match_one(launcher, tmp_path, task_files, trained_teacher
     assert r2["metrics"]["accuracy"] == r1["metrics"]["accuracy"]
     assert os.path.isfile(out / "student" / "model.safetensors") and not os.path.exists(out / "student.tmp")
     assert len(os.listdir(out / "cache" / "teacher")) == 1  # the teacher cache is written once
+
+
+def test_two_processes_match_one_for_a_causal_lm_with_sequence_kd(tmp_path):
+    """A causal LM under torchrun: rank 0 alone generates the teacher's answers (the other rank reads
+    them from the run folder) and builds the top-k cache; the loss curve equals one process's with the
+    same global batch. The rows here hold one response length each (a prompt of one token count, the
+    answers cut at sequence_kd_max_new_tokens): a term is each rank's mean over its response tokens,
+    averaged over the ranks, so ranks with unequal token counts would differ slightly from one process."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from test_causal_lm_runs import save_model, write_rows
+
+    rows = write_rows(tmp_path / "train.jsonl", n=200)  # 160 training rows: 20 full global batches of 8
+    teacher, student = save_model(tmp_path / "teacher", 64, 4, seed=0), save_model(tmp_path / "student", 32, 2, seed=5)
+
+    def args(out, batch):
+        return ["distill", "--train_file", rows, "--task_type", "causal_lm", "--teacher", teacher, "--student", student,
+                "--num_labeled", "40", "--sequence_kd", "true", "--sequence_kd_max_new_tokens", "8",
+                "--num_train_epochs", "1", "--learning_rate", "1e-3", "--per_device_train_batch_size", str(batch),
+                "--logging_steps", "1", "--mixed_precision", "no", "--seed", "0", "--latency_samples", "2",
+                "--max_length", "32", "--test_size", "24", "--validation_size", "16", "--generation_samples", "0",
+                "--disable_tqdm", "true",
+                "--report_to", "none", "--output_dir", str(out), *FIXED]
+
+    run([sys.executable, "-m", "distiltune.cli"], args(tmp_path / "p1", 8))
+    done = run(LAUNCHERS["torchrun"](), args(tmp_path / "p2", 4))
+    assert done.stdout.count("the teacher answers") == 1  # one rank generated
+    one, two = curve(tmp_path / "p1"), curve(tmp_path / "p2")
+    assert sorted(one) == sorted(two) and len(one) >= 10
+    for step in one:
+        for key in ("loss", "loss_ce", "loss_kd"):
+            assert two[step][key] == pytest.approx(one[step][key], abs=1e-4), (step, key)
+    for out in ("p1", "p2"):
+        assert len(os.listdir(tmp_path / out / "cache" / "answers")) == 1
+        assert len(os.listdir(tmp_path / out / "cache" / "teacher")) == 1
+    answers = [open(tmp_path / o / "cache" / "answers" / os.listdir(tmp_path / o / "cache" / "answers")[0]).read()
+               for o in ("p1", "p2")]
+    assert answers[0] == answers[1]

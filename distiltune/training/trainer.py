@@ -1,8 +1,7 @@
 """One ``transformers.Trainer`` subclass for every strategy: it sums named, weighted loss terms.
 
-Fine-tuning is the objective ``[("ce", 1)]``; distillation is ``[("ce", 1 - w), ("kd", w)]``
-with ``w`` and the temperature given as schedules. The training loop, checkpointing,
-mixed precision and distributed runs are the Trainer's.
+Fine-tuning is the objective ``[("ce", 1)]``; distillation is ``[("ce", 1 - w), ("kd", w)]`` with ``w`` and
+the temperature given as schedules. The loop, checkpointing, mixed precision and distribution are the Trainer's.
 """
 from __future__ import annotations
 
@@ -21,6 +20,7 @@ from .callbacks import _ZeroTermGrads
 from .forward import eval_forward, forward_all
 from .monitor import GradSpikes, NonFiniteGuard, TermSums
 from .sampler import EpochSeededLengthSampler
+from .token_mean import token_scales
 from ..errors import DistilTuneError
 from ..losses import LossTerm, build_term, hard_label_loss
 from ..losses.objective import Weight, distill_objective, finetune_objective, normalise_entry
@@ -212,8 +212,7 @@ class DistillationTrainer(Trainer):
         return vals
 
     def floating_point_ops(self, inputs: dict) -> int:
-        # The Trainer's version counts the parameters (a walk over every module) on every step, 0.32 ms
-        # of host time a step for a 6-layer BERT; the count never changes during training.
+        # The Trainer's version walks every module each step (0.32 ms of host time for a 6-layer BERT); the count is fixed.
         main = getattr(self.model, "main_input_name", "input_ids")
         if main not in inputs or not hasattr(self.model, "num_parameters"):
             return 0
@@ -249,14 +248,15 @@ class DistillationTrainer(Trainer):
             values["teacher_ce"] = hard_label_loss(teacher_out.logits, batch["labels"])
             loss = loss + values["teacher_ce"]
             teacher_out = OT.detached(teacher_out)
+        scales = token_scales(batch, student_out.logits)  # DDP: each rank's share of the global batch's tokens
         for key in active:
             values[key] = self.terms[key](student_out, teacher_out, batch)
+            if scales is not None:
+                values[key] = values[key] * scales["labels" if key == "ce" else "positions"]
             loss = loss + vals[f"weight_{key}"] * values[key]
-        # One host sync per step for the NaN guard (on a GPU each one stalls the launch queue): a
-        # non-finite term makes the weighted sum non-finite, so the sum alone is tested and the
-        # culprit term is looked up only when it fires. Term sums stay on the device until logged.
-        if not torch.isfinite(loss.detach()):
-            # each term finite but their weighted sum overflowed: name the sum
+        # One host sync per step for the NaN guard (on a GPU each one stalls the launch queue): a non-finite term makes
+        # the weighted sum non-finite, so the sum alone is tested and the culprit looked up only when it fires.
+        if not torch.isfinite(loss.detach()):  # (every term finite but their weighted sum overflowed: name the sum)
             key = next((k for k, v in values.items() if not torch.isfinite(v)), f"{' + '.join(values) or 'loss'} (weighted sum)")
             return self._non_finite(model, key, student_out, return_outputs)
         self.nan_guard.passed()
