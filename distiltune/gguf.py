@@ -7,6 +7,7 @@ the file's size and its first and last bytes, and every later run loads that fol
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import shutil
@@ -75,10 +76,16 @@ def convert_gguf(folder: Path, filename: str, target: Path, note: str) -> str:
     return str(target)
 
 
+@functools.lru_cache(maxsize=32)
+def _key(path: str, size: int, mtime_ns: int) -> str:
+    return file_key(Path(path))  # a run names its model many times (checks, loading, its tokenizer): read once
+
+
 def gguf_folder(path: str, cache: Path) -> str:
     """The model folder of a GGUF file, converted on first use and reused after."""
     p = check_gguf(path)
-    target = cache / "gguf" / f"{p.stem}-{file_key(p)}"
+    st = p.stat()
+    target = cache / "gguf" / f"{p.stem}-{_key(str(p.resolve()), st.st_size, st.st_mtime_ns)}"
     if (target / ".verified").is_file():
         return str(target)
     target.parent.mkdir(parents=True, exist_ok=True)

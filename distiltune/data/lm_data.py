@@ -60,21 +60,7 @@ def load_lm_data(cfg) -> TaskData:
     cols = lm_columns(cfg)
     form = lm_form(dd["train"].column_names, **cols)
     keep = form_columns(form, cols)
-    for split, ds in dd.items():
-        if len(ds) == 0:
-            raise DistilTuneError(f"the {split} split is empty", f"give a {split} file with at least one row")
-        missing = [c for c in keep if c not in ds.column_names]
-        if missing and split in ("validation", "test") and missing == [cols["response"]]:
-            raise DistilTuneError(f"the {split} data has no '{cols['response']}' column, but {split} rows are scored on "
-                                  "their gold responses", f"give the {split} data its responses (or leave the {split} "
-                                  "split to a seeded split of the training data)")
-        if missing:
-            raise DistilTuneError(f"the {split} data lacks column(s) {missing} that the training data has "
-                                  f"(columns: {', '.join(ds.column_names)})", "give every split the same columns")
-    if form == "prompt_response" and not any(isinstance(r, str) and r.strip() for r in dd["train"][cols["response"]]):
-        raise DistilTuneError(f"column '{cols['response']}' is empty in every row of the training data, so there is no "
-                              "response to learn", "give the gold responses in that column (or name another with "
-                              "response_column)")
+    _check_sources(dd, form, cols, keep)
     seed = cfg.data_seed if getattr(cfg, "data_seed", None) is not None else cfg.seed
     enc = {}
     for split, ds in zip(("train", "validation", "test"), _seeded_splits(dd, cfg, seed)):
@@ -94,20 +80,8 @@ def load_lm_data(cfg) -> TaskData:
     train, rest = split_labelled(enc["train"].select(gold), cfg, seed, "responses")
     if not len(train):
         raise DistilTuneError("the training data has no row with a response", "give responses (or text) to learn")
-    extra = [] if rest is None else [rest.map(lambda r: {"labels": IGNORE_INDEX})]
-    if prompts:
-        extra.append(enc["train"].select(prompts))
-    if unlabeled is not None:
-        missing = [c for c in keep[:1] if c not in unlabeled.column_names]
-        if missing:
-            raise DistilTuneError(f"unlabeled_file {cfg.unlabeled_file} lacks column {missing[0]}",
-                                  f"give it the training data's '{missing[0]}' column")
-        more = _fill(_usable(unlabeled.select_columns([c for c in keep if c in unlabeled.column_names]), form, cols,
-                             "unlabeled"), keep)
-        extra.append(more.add_column("labels", [IGNORE_INDEX] * len(more)))
-    unl = None
-    if extra:
-        unl = _take(concatenate_datasets([e.cast(train.features) for e in extra]), cfg.max_unlabeled, seed)
+    unl = _unlabeled_rows(cfg, enc["train"].select(prompts) if prompts else None, rest, unlabeled, form, cols, keep,
+                          train.features, seed)
     metric = "token_accuracy" if cfg.metric == "auto" else cfg.metric
     if metric != "token_accuracy":
         raise DistilTuneError(f"metric '{metric}' is not a causal-LM metric",
@@ -116,6 +90,44 @@ def load_lm_data(cfg) -> TaskData:
     return TaskData(train=train, unlabeled=unl, validation=_take(enc["validation"], cfg.max_validation_samples, seed),
                     test=_take(enc["test"], cfg.max_test_samples, seed), label_names=None, task_type="causal_lm",
                     metric=metric, text_columns=tuple(keep))
+
+
+def _check_sources(dd, form: str, cols: dict[str, str], keep: list[str]) -> None:
+    """Every split non-empty with the form's columns, and some gold response to learn."""
+    for split, ds in dd.items():
+        if len(ds) == 0:
+            raise DistilTuneError(f"the {split} split is empty", f"give a {split} file with at least one row")
+        missing = [c for c in keep if c not in ds.column_names]
+        if missing and split in ("validation", "test") and missing == [cols["response"]]:
+            raise DistilTuneError(f"the {split} data has no '{cols['response']}' column, but {split} rows are scored on "
+                                  "their gold responses", f"give the {split} data its responses (or leave the {split} "
+                                  "split to a seeded split of the training data)")
+        if missing:
+            raise DistilTuneError(f"the {split} data lacks column(s) {missing} that the training data has "
+                                  f"(columns: {', '.join(ds.column_names)})", "give every split the same columns")
+    if form == "prompt_response" and not any(isinstance(r, str) and r.strip() for r in dd["train"][cols["response"]]):
+        raise DistilTuneError(f"column '{cols['response']}' is empty in every row of the training data, so there is no "
+                              "response to learn", "give the gold responses in that column (or name another with "
+                              "response_column)")
+
+
+def _unlabeled_rows(cfg, prompts, rest, unlabeled, form: str, cols: dict[str, str], keep: list[str], features, seed):
+    """Rows the student learns from the teacher alone: labelled rows past num_labeled (``rest``, their
+    responses no longer gold), training prompts without responses and unlabeled_file prompts."""
+    extra = [] if rest is None else [rest.map(lambda r: {"labels": IGNORE_INDEX})]
+    if prompts is not None:
+        extra.append(prompts)
+    if unlabeled is not None:
+        missing = [c for c in keep[:1] if c not in unlabeled.column_names]
+        if missing:
+            raise DistilTuneError(f"unlabeled_file {cfg.unlabeled_file} lacks column {missing[0]}",
+                                  f"give it the training data's '{missing[0]}' column")
+        more = _fill(_usable(unlabeled.select_columns([c for c in keep if c in unlabeled.column_names]), form, cols,
+                             "unlabeled"), keep)
+        extra.append(more.add_column("labels", [IGNORE_INDEX] * len(more)))
+    if not extra:
+        return None
+    return _take(concatenate_datasets([e.cast(features) for e in extra]), cfg.max_unlabeled, seed)
 
 
 def _fill(ds: Dataset, keep: list[str]) -> Dataset:

@@ -64,9 +64,11 @@ def answer_generations(models: dict, rows, form: str, columns: dict[str, str], c
         longest = max(len(first_tok(g, add_special_tokens=False)["input_ids"]) for g in golds)
         max_new_tokens = max(8, int(longest * 1.25) + 1)
     out = {"checker": name, "max_new_tokens": max_new_tokens, "rows": len(rows), "models": {}, "examples": []}
-    texts = {}
+    texts, rendered = {}, {}
     for model_name, (model, tok) in models.items():
-        ids, _, _ = prompts_and_golds(rows, form, columns, tok)
+        if id(tok) not in rendered:  # models that share a tokenizer object read the same ids: render once
+            rendered[id(tok)] = prompts_and_golds(rows, form, columns, tok)[0]
+        ids = rendered[id(tok)]
         made = greedy_generate(model, ids, tok.pad_token_id, eos_ids(model, tok), max_new_tokens, bf16=bf16,
                                desc=f"generating ({model_name})", progress=progress)
         texts[model_name] = [tok.decode(g, skip_special_tokens=True) for g in made]
