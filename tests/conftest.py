@@ -165,6 +165,7 @@ TIER_OF = {
     "test_lm_rows.py": "unit",
     "test_decoder_students.py": "unit",
     "test_lm_forward.py": "unit",
+    "test_tail_samples.py": "unit",
     "test_causal_lm_runs.py": "e2e",     # the causal-LM task through the CLI on tiny Llama models
     "test_models.py": "unit",
     "test_modules.py": "unit",

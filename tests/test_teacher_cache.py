@@ -216,8 +216,7 @@ def test_a_language_models_per_token_top_k_reaches_the_loss_at_its_positions(tem
     mask[0, 3:8], mask[1, 1:4] = True, True  # 5 and 3 response tokens
     rows = []
     for b in range(2):
-        v, i, t = token_topk(teacher[b][mask[b]], 16)
-        rows.append({"teacher_topk_values": v.numpy(), "teacher_topk_indices": i.numpy(), "teacher_tail_lse": t.numpy()})
+        rows.append({c: x.numpy() for c, x in token_topk(teacher[b][mask[b]], 16).items()})
     batch = TC.collate(rows)
     assert batch["teacher_topk_values"].shape == (2, 5, 16)
     sparse = TC.sparse_teacher(batch, mask, 300, temperature)

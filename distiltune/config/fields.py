@@ -112,7 +112,9 @@ class ModelArguments:
 class StrategyArguments:
     strategy: str = _f("distill_finetune", "finetune (hard labels only), distill, or distill_finetune (scheduled "
                                            "distillation, then optional hard-label epochs).", choices=list(STRATEGIES))
-    temperature: float = _f(4.0, "Softmax temperature T for soft targets (start value when scheduled).")
+    temperature: float | None = _f(None, "Softmax temperature T for soft targets (start value when scheduled). Default "
+                                         "4.0; 1.0 for causal_lm (a vocabulary's tail at T = 4 outweighs any top-k "
+                                         "cache, and the cache's tail draws are read at T = 1).")
     temperature_end: float | None = _f(None, "Final temperature for linear/cosine schedules (default 1.0 for distill_finetune).")
     temperature_schedule: str | None = _f(None, "constant, linear, cosine or list; default constant for distill, linear "
                                                 "(high -> low) for distill_finetune.", choices=list(KINDS))
@@ -169,6 +171,10 @@ class StrategyArguments:
                                    "epoch and stage (Arrow on disk, keyed by example; --no_teacher_cache: teacher every step).")
     teacher_cache_topk: int | None = _f(None, "Cache only the k largest teacher logits per row plus one tail value (large "
                                               "label spaces); the remaining mass is spread evenly over the other classes.")
+    teacher_cache_tail_samples: int | None = _f(None, "causal_lm: per response token, also this many ids drawn from the "
+                                                      "teacher's tail (the ids outside its top-k) at T = 1, with their "
+                                                      "log-probabilities (default 10, 0 = none); kd then estimates the "
+                                                      "divergence inside the tail that the top-k form cannot see.")
     nan_policy: str = _f("stop", "A NaN/inf loss term: 'stop' (name the term and step; the last good checkpoint is "
                                  "kept) or 'skip' the batch (no update; stops after 10 skipped batches in a row).",
                          choices=["stop", "skip"])

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from transformers import TrainingArguments
 
+from ..constants import DEFAULT_TEMPERATURE
 from ..export.options import export_options
 from ..models.lora import lora_options
 from ..losses.objective import build_objectives
@@ -131,7 +132,10 @@ class DistillConfig(StrategyArguments, ModelArguments, DataArguments, TrainingAr
             end = {"temperature": 1.0, "distill_weight": 0.2}[name]
         if kind == "list" and not values:
             raise ValueError(f"{name}_schedule is 'list' but {name}_values is empty; give one value per epoch")
-        return Schedule(kind=kind, start=getattr(self, name), end=end, values=values, unit=self.schedule_unit)
+        start = getattr(self, name)
+        if start is None:  # temperature: the task's default, set when the run's task is known (pipeline.checks)
+            start = DEFAULT_TEMPERATURE
+        return Schedule(kind=kind, start=start, end=end, values=values, unit=self.schedule_unit)
 
     def own_fields(self) -> dict:
         """Fields distiltune adds on top of TrainingArguments."""

@@ -45,6 +45,9 @@ def check_values(cfg) -> list[str]:
                       "fixed teacher")
     if cfg.teacher_cache_topk is not None and cfg.teacher_cache_topk < 1:
         errors.append(f"teacher_cache_topk={cfg.teacher_cache_topk} must be >= 1 (or leave it unset for full logits)")
+    if cfg.teacher_cache_tail_samples is not None and cfg.teacher_cache_tail_samples < 0:
+        errors.append(f"teacher_cache_tail_samples={cfg.teacher_cache_tail_samples} must be >= 0 (0: no tail samples; "
+                      "default 10)")
     errors += check_generation(cfg)
     for name in ("latency_samples", "throughput_batch_size", "per_device_train_batch_size"):
         if getattr(cfg, name) < 1:

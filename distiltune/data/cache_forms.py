@@ -9,11 +9,12 @@ import bisect
 import numpy as np
 import torch
 
-from ..constants import TAIL_TEMPERATURES
+from ..constants import TAIL_SAMPLE_COLUMNS, TAIL_TEMPERATURES, TOPK_COLUMNS
 
 FULL = ("teacher_logits",)
-TOPK = ("teacher_topk_values", "teacher_topk_indices", "teacher_tail_lse")
-COLUMNS = FULL + TOPK
+TOPK = TOPK_COLUMNS
+COLUMNS = FULL + TOPK + TAIL_SAMPLE_COLUMNS
+IDS = ("teacher_topk_indices", "teacher_tail_ids")  # integer columns
 
 
 def compress(logits, k: int | None) -> dict[str, list]:
@@ -78,8 +79,9 @@ def dense(values: torch.Tensor, indices: torch.Tensor, tail_lse: torch.Tensor, n
 def sparse_teacher(inputs: dict, positions: torch.Tensor, vocab: int, temperature: float = 1.0):
     """Pop a language model's cached per-token columns from a batch and place them at ``positions``
     ((batch, length) bool: the response tokens, in order) as a (batch, length, k)
-    :class:`~distiltune.losses.vocab.TopK` at the step's temperature; None when not cached.
-    Positions outside ``positions`` get the first token's entries, which no term reads (masked)."""
+    :class:`~distiltune.losses.vocab.TopK` at the step's temperature, with its tail samples where
+    the cache drew them; None when not cached. Positions outside ``positions`` get the first token's
+    entries, which no term reads (masked)."""
     from ..losses.vocab import TopK
 
     if "teacher_topk_values" not in inputs:
@@ -91,8 +93,13 @@ def sparse_teacher(inputs: dict, positions: torch.Tensor, vocab: int, temperatur
     def place(x):
         return x.gather(1, where.unsqueeze(-1).expand(*where.shape, x.shape[-1]))
 
-    return TopK(place(idx).long(), place(vals).float(), tail_at(place(tail), temperature).float(), vocab,
-                float(temperature))
+    tail = place(tail)
+    drawn = {}
+    if TAIL_SAMPLE_COLUMNS[0] in inputs:
+        s_ids, s_vals = (place(inputs.pop(c)) for c in TAIL_SAMPLE_COLUMNS)
+        drawn = {"sample_ids": s_ids.long(), "sample_values": s_vals.float(), "tail_one": tail_at(tail, 1.0).float()}
+    return TopK(place(idx).long(), place(vals).float(), tail_at(tail, temperature).float(), vocab,
+                float(temperature), **drawn)
 
 
 def collate(features: list[dict]) -> dict[str, torch.Tensor]:
@@ -102,7 +109,7 @@ def collate(features: list[dict]) -> dict[str, torch.Tensor]:
     out = {}
     for col in COLUMNS:
         if col in features[0]:
-            dtype = torch.long if col == "teacher_topk_indices" else torch.float32
+            dtype = torch.long if col in IDS else torch.float32
             rows = [np.asarray(f[col]) for f in features]
             shape = tuple(max(sizes) for sizes in zip(*(r.shape for r in rows))) if rows[0].ndim else ()
             if any(r.shape != shape for r in rows):

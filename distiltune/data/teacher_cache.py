@@ -29,7 +29,7 @@ from typing import Callable
 import numpy as np
 
 from ..constants import TAIL_TEMPERATURES  # noqa: F401 (re-exported: the grid of the top-k form's tail)
-from .cache_forms import (COLUMNS, FULL, TOPK, collate, compress, dense, sparse_teacher,  # noqa: F401 (re-exported)
+from .cache_forms import (COLUMNS, FULL, IDS, TOPK, collate, compress, dense, sparse_teacher,  # noqa: F401 (re-exported)
                           tail_at, teacher_logits_from)
 
 
@@ -57,8 +57,10 @@ class TeacherCache:
     """``attach(ds, t_ds, columns, predict)`` returns ``ds`` with the cached columns joined by row key."""
 
     def __init__(self, root: str, teacher_fp: str, topk: int | None = None, precision: str = "fp32",
-                 verify_rows: int = 4, log: Callable[[str], None] = print, shard_rows: int = 2048):
+                 verify_rows: int = 4, log: Callable[[str], None] = print, shard_rows: int = 2048,
+                 form: dict | None = None):
         self.root, self.teacher_fp, self.topk, self.precision = root, teacher_fp, topk, precision
+        self.form = form or {}  # a task's own storage settings (a language model's tail samples), part of the name
         self.verify_rows, self.log, self.shard_rows = verify_rows, log, shard_rows
         self.built_seconds: float | None = None  # set when this call computed the logits
 
@@ -68,13 +70,15 @@ class TeacherCache:
         keys = row_keys(t_ds, columns)
         meta = {"teacher": self.teacher_fp, "inputs": hashlib.sha256("".join(sorted(set(keys))).encode()).hexdigest()[:16],
                 "rows": len(set(keys)), "topk": self.topk, "precision": self.precision, "version": 2}
+        if self.form:  # only where a task has one: other caches keep their names
+            meta["form"] = self.form
         name = hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:16]
         path = os.path.join(self.root, name)
         table = self._load(path)
         if table is None:  # a subset of the rows a cache was built for (same teacher and form) reads that one
             for entry in sorted(os.listdir(self.root)) if os.path.isdir(self.root) else []:
                 other = self._meta(os.path.join(self.root, entry))
-                if other and all(other.get(k) == meta[k] for k in ("teacher", "topk", "precision", "version")):
+                if other and all(other.get(k) == meta.get(k) for k in ("teacher", "topk", "precision", "version", "form")):
                     table = self._load(os.path.join(self.root, entry))
                     if table is not None and not set(keys) <= set(_keys(table)):
                         table = None
@@ -137,7 +141,8 @@ class TeacherCache:
         if old is None:
             return
         what = {"teacher": "the teacher's weights changed", "inputs": "the data or its tokenisation changed",
-                "topk": "teacher_cache_topk changed", "precision": "the teacher's precision changed"}
+                "topk": "teacher_cache_topk changed", "precision": "the teacher's precision changed",
+                "form": "the cache's storage form changed (teacher_cache_tail_samples, or a new distiltune's format)"}
         changed = [what[k] for k in what if old.get(k) != meta.get(k)]
         if changed:
             self.log(f"[distiltune] teacher cache is stale ({'; '.join(changed)}); rebuilding it")
@@ -174,7 +179,9 @@ class TeacherCache:
             if not isinstance(out, (list, dict)):
                 out = np.asarray(out, dtype=np.float32)
             cols = compress(out, self.topk)
-            _save_quietly(Dataset.from_dict({"key": names[a:a + self.shard_rows], **cols}, features=_features(cols)),
+            features = _features(cols)
+            cols = {c: [r.tolist() if isinstance(r, np.ndarray) else r for r in rows] for c, rows in cols.items()}
+            _save_quietly(Dataset.from_dict({"key": names[a:a + self.shard_rows], **cols}, features=features),
                           _shard(tmp, i) + ".partial")
             os.replace(_shard(tmp, i) + ".partial", _shard(tmp, i))  # a shard is whole or absent
             rows_new += len(pick)
@@ -195,16 +202,22 @@ class TeacherCache:
 
 def _features(cols: dict):
     """Stored types: float32 values and int32 ids at each column's nesting (Arrow would infer float64
-    and int64 from Python lists, twice the bytes: 592 instead of 296 a token for a language model's top-32)."""
+    and int64 from Python lists, twice the bytes: 592 instead of 296 a token for a language model's
+    top-32), or the dtype of a column given as numpy arrays (a language model's half-precision values)."""
     from datasets import Features, List, Value
 
     def typed(x, leaf):
+        if isinstance(x, np.ndarray):
+            return typed(x.tolist() if x.ndim else x, leaf)
         return List(typed(x[0], leaf)) if isinstance(x, list) and x else (List(leaf) if isinstance(x, list) else leaf)
 
     out = {"key": Value("string")}
     for name, rows in cols.items():
-        leaf = Value("int32") if name == "teacher_topk_indices" else Value("float32")
-        first = next((r for r in rows if not isinstance(r, list) or r), rows[0])
+        first = next((r for r in rows if not isinstance(r, (list, np.ndarray)) or len(r)), rows[0])
+        if isinstance(first, np.ndarray):
+            leaf = Value(str(first.dtype))
+        else:
+            leaf = Value("int32") if name in IDS else Value("float32")
         out[name] = typed(first, leaf)
     return Features(out)
 

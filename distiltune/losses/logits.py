@@ -7,7 +7,8 @@ import torch.nn.functional as F
 from ..errors import DistilTuneError
 from ..constants import IGNORE_INDEX
 from ..models.task_loss import hard_label_loss
-from .vocab import TopK, forward_kl, generalized_jsd, log_probs, per_position, reverse_kl, total_variation
+from .vocab import (TopK, forward_kl, generalized_jsd, log_probs, per_position, reverse_kl, sampled_forward_kl,
+                    total_variation)
 from .base import LossTerm, register_loss
 
 WEIGHTINGS = ("none", "confidence")
@@ -17,10 +18,13 @@ WEIGHTINGS = ("none", "confidence")
 
 def kd_per_sample(student_logits: torch.Tensor, teacher_logits, temperature: float) -> torch.Tensor:
     """``T² · KL(softmax(teacher/T) || softmax(student/T))`` per row (or position), shape ``logits.shape[:-1]``.
-    ``teacher_logits`` may be a sparse :class:`~distiltune.losses.vocab.TopK` teacher."""
+    ``teacher_logits`` may be a sparse :class:`~distiltune.losses.vocab.TopK` teacher; one with tail
+    samples adds their estimate of the divergence within the tail at T = 1 (the other terms keep the buckets)."""
     if student_logits.shape[-1] == 1:
         return (student_logits.float() - teacher_logits.float()).pow(2).view(-1)
     t = float(temperature)
+    if isinstance(teacher_logits, TopK) and teacher_logits.sampled:
+        return sampled_forward_kl(student_logits, teacher_logits, t) * (t * t)
     return forward_kl(*log_probs(student_logits, teacher_logits, t)) * (t * t)
 
 

@@ -1,5 +1,5 @@
 """Causal-LM inference: per-token scores of gold responses (NLL, top-1 accuracy) and a teacher's
-per-token top-k form for the cache, both a batch (and a chunk of positions) at a time, never a
+per-token top-k form (with draws from its tail) for the cache, both a batch (and a chunk of positions) at a time, never a
 dense (rows x length x vocabulary) array."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..constants import IGNORE_INDEX, TAIL_TEMPERATURES
+from ..constants import IGNORE_INDEX, TAIL_SAMPLE_COLUMNS, TAIL_TEMPERATURES, TOPK_COLUMNS
 from .chunked import per_position
 from .inference import _autocast
 from .spans import NEG
@@ -30,23 +30,62 @@ def token_scores(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return per_position(_scores, logits, labels.reshape(logits.shape[:-1]))
 
 
-def token_topk(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """A language model's per-token top-k form, computed where the logits are (a GPU): for (tokens,
-    vocabulary) logits, the k largest (fp32), their ids and the tail's log-sum-exp at each of
-    TAIL_TEMPERATURES, a chunk of tokens at a time (no fp32 copy of the whole vocabulary matrix)."""
+def token_topk(logits: torch.Tensor, k: int, tail_samples: int = 0, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A language model's per-token cache form, computed where the logits are (a GPU), a chunk of
+    tokens at a time (no fp32 copy of the whole vocabulary matrix). For (tokens, vocabulary) logits,
+    the columns of ``constants.TOPK_COLUMNS``: the k largest log-probabilities (log-probabilities, not
+    logits: at most 0, so half precision keeps its digits where the mass is), their ids and the log-sum-exp
+    of the others' log-probabilities / T at each of TAIL_TEMPERATURES. With ``tail_samples``, also
+    ``constants.TAIL_SAMPLE_COLUMNS``: that many ids drawn with replacement from the teacher's
+    distribution over the other ids at T = 1, and their log-probabilities, from a generator seeded
+    with ``seed`` (a row's own hash: a resumed build draws what an uninterrupted one would)."""
     rows = max(1, (1 << 23) // max(logits.shape[-1], 1))
-    vals, ids, tails = [], [], []
+    gen = torch.Generator(device=logits.device).manual_seed(seed) if tail_samples else None
+    parts = {c: [] for c in TOPK_COLUMNS + (TAIL_SAMPLE_COLUMNS if tail_samples else ())}
     for a in range(0, logits.shape[0], rows):
         z = logits[a:a + rows].float()
+        z = z - torch.logsumexp(z, dim=-1, keepdim=True)
         v, i = z.topk(min(k, z.shape[-1]), dim=-1)
-        vals.append(v)
-        ids.append(i)
-        if i.shape[-1] >= z.shape[-1]:  # nothing missing: the tail is never read
-            tails.append(z.new_zeros(len(z), len(TAIL_TEMPERATURES)))
-            continue
-        rest = z.scatter(-1, i, float("-inf"))
-        tails.append(torch.stack([torch.logsumexp(rest / t, dim=-1) for t in TAIL_TEMPERATURES], dim=-1))
-    return torch.cat(vals), torch.cat(ids), torch.cat(tails)
+        if i.shape[-1] >= z.shape[-1]:  # nothing missing: the tail is never read, nothing to draw
+            tail, s_ids = z.new_zeros(len(z), len(TAIL_TEMPERATURES)), i[:, :0]
+        else:
+            rest = z.scatter(-1, i, float("-inf"))
+            tail = torch.stack([torch.logsumexp(rest / t, dim=-1) for t in TAIL_TEMPERATURES], dim=-1)
+            s_ids = (torch.multinomial(torch.softmax(rest, dim=-1), tail_samples, replacement=True, generator=gen)
+                     if tail_samples else None)
+        for c, x in zip(parts, (v, i, tail, s_ids, None if s_ids is None else z.gather(-1, s_ids))):
+            parts[c].append(x)
+    return {c: torch.cat(x) for c, x in parts.items()}
+
+
+def teacher_token_forms(teacher, rows, batcher, device, bf16: bool, vocab: int | None, k: int,
+                        tail_samples: int) -> dict[str, list[np.ndarray]]:
+    """The teacher cache's rows for a causal LM: per row, the :func:`token_topk` columns of its response
+    tokens, stored in half precision (ids as int32), longest rows batched first. A row's draws from the
+    tail are seeded by a hash of its token ids (the same row, the same draws, in any batch)."""
+    import zlib
+
+    teacher.to(device).eval()
+    out = {c: [None] * len(rows) for c in TOPK_COLUMNS + (TAIL_SAMPLE_COLUMNS if tail_samples else ())}
+    order = np.argsort(-np.asarray(rows["length"]), kind="stable")
+    size = 8 if device.type == "cpu" else 32
+    table = rows.select_columns(["input_ids", "attention_mask", "response_mask"])[:]
+    with torch.inference_mode():
+        for a in range(0, len(order), size):
+            idx = order[a:a + size]
+            batch = batcher([{c: table[c][i] for c in table} for i in idx])
+            with _autocast(bf16, device):
+                logits = teacher(input_ids=batch["input_ids"].to(device),
+                                 attention_mask=batch["attention_mask"].to(device)).logits
+            logits = logits[..., :vocab] if vocab else logits
+            mask = batch["response_mask"].bool().to(logits.device)
+            for j, i in enumerate(idx):
+                seed = zlib.crc32(np.asarray(table["input_ids"][i], dtype=np.int64).tobytes())
+                form = token_topk(logits[j][mask[j]], k, tail_samples, seed)
+                for c, x in form.items():
+                    x = x.cpu().numpy()
+                    out[c][i] = x.astype(np.int32 if x.dtype.kind == "i" else np.float16)
+    return out
 
 
 def _kl_and_agreement(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:

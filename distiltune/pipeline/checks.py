@@ -97,10 +97,16 @@ def build_task(cfg, problems: Problems, data=None):
         cls = task_class(cfg)
     if cls is None:
         return None
+    if cfg.temperature is None:  # the task's own default, fixed before any schedule or fingerprint reads it
+        cfg.temperature = cls.default_temperature
     cls.check_config(cfg, problems)
     if cfg.sequence_kd and cls.name != "causal_lm":
         problems.found.append(DistilTuneError(f"sequence_kd has the teacher answer prompts by generation, but the task is "
                                               f"{cls.name}", "remove sequence_kd (it is for task_type causal_lm)"))
+    if cfg.teacher_cache_tail_samples and cls.name != "causal_lm":
+        problems.found.append(DistilTuneError(f"teacher_cache_tail_samples draws from a language model's vocabulary "
+                                              f"tail, but the task is {cls.name}",
+                                              "remove teacher_cache_tail_samples (it is for task_type causal_lm)"))
     if cfg.student_lora and cfg.strategy != "finetune":
         with problems.check():
             from ..losses.objective import logits_only

@@ -49,7 +49,7 @@ def distil_rows(ctx, teacher, s_tok, t_tok, teacher_fp: str, live: bool = False)
     batcher = task.batcher(s_tok, t_tok)
     columns = [f"{prefix}{k}" for k in batcher.keys if f"{prefix}{k}" in t_ds.column_names]
     cache = TeacherCache(os.path.join(ctx.out, "cache", "teacher"), teacher_fp, cfg.teacher_cache_topk,
-                         "bf16" if cfg.bf16 else "fp32")
+                         "bf16" if cfg.bf16 else "fp32", form=task.cache_form())
     with PartialState().main_process_first():  # one process computes it; the others then read it
         out = cache.attach(ds, t_ds, columns, lambda r: task.teacher_outputs(teacher, r, batcher, prefix))
     if cache.built_seconds is not None:

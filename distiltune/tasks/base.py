@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from ..constants import DEFAULT_TEMPERATURE
 from ..models.inference import predict_logits
 
 
@@ -30,6 +31,7 @@ class Task:
     ``data`` its :class:`~distiltune.data.load.TaskData`."""
 
     name = "task"
+    default_temperature = DEFAULT_TEMPERATURE  # where the config leaves temperature unset
     pipeline_tag = ""          # the transformers pipeline that loads a saved model (model cards)
     export_kind = "tensor"     # "text", "words", "qa" or "tensor": what an exported model reads
 
@@ -113,6 +115,10 @@ class Task:
     def teacher_inputs(self, rows, tokenizer, teacher_tokenizer, same: bool):
         """The rows as the teacher reads them, and the column prefix of its inputs."""
         return rows, ""
+
+    def cache_form(self) -> dict:
+        """Settings of this task's own storage form in the teacher cache (part of the cache's name)."""
+        return {}
 
     def teacher_outputs(self, teacher, rows, batcher, prefix: str = "") -> np.ndarray:
         """The teacher's output for each row, in row order: a logit vector per row here."""

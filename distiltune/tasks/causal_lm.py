@@ -1,8 +1,9 @@
 """Causal language models (decoder LLMs): responses to prompts, chats or plain text, learnt token by token.
 
-The teacher's output for a row is, per response token, its top-k logits, their ids and the tail's
-log-sum-exp on a grid of temperatures (``teacher_cache_topk``, default 32): never a dense
-``length x vocabulary`` matrix. Token-level terms (kd, reverse_kl, js, gjsd, tv) compare the two
+The teacher's output for a row is, per response token, its top-k log-probabilities, their ids, the
+tail's log-sum-exp on a grid of temperatures (``teacher_cache_topk``, default 32) and a few ids drawn
+from the tail (``teacher_cache_tail_samples``, default 10): never a dense ``length x vocabulary``
+matrix. Token-level terms (kd, reverse_kl, js, gjsd, tv) compare the two
 models' next-token distributions at the response tokens, a chunk of positions at a time; ``ce`` is
 the next-token cross-entropy on the gold responses. Teacher and student must share a tokenizer
 (output layers padded to different sizes are aligned on the shared ids); across tokenizers,
@@ -20,11 +21,12 @@ from ..errors import DistilTuneError
 from ..models import files as MF
 from ..models import hf as M
 from ..models.inference import _autocast
-from ..models.lm import agreement_on_rows, generation_speed, token_scores, token_topk
+from ..models.lm import agreement_on_rows, generation_speed, teacher_token_forms, token_scores
 from .base import Loaded
 from .text_classification import TextClassification, pad_multiple
 
 DEFAULT_TOPK = 32  # per token: DistillKit's recommended budget is of this order (about 300 bytes a token)
+DEFAULT_TAIL_SAMPLES = 10  # with the top 32 in half precision, 292 bytes a token (benchmarks/topk_error.py --lm)
 
 
 def lm_tokenizer(name: str):
@@ -39,6 +41,7 @@ def lm_tokenizer(name: str):
 
 class CausalLM(TextClassification):
     name = "causal_lm"
+    default_temperature = 1.0  # a vocabulary's tail at T = 4 holds most of the mass no top-k cache keeps
     pipeline_tag = "text-generation"
     export_kind = "lm"
     head = "ForCausalLM"
@@ -58,6 +61,7 @@ class CausalLM(TextClassification):
         self.columns = lm_columns(cfg)
         self.form = lm_form(data.text_columns, **self.columns)
         self.topk = cfg.teacher_cache_topk or DEFAULT_TOPK
+        self.tail_samples = DEFAULT_TAIL_SAMPLES if cfg.teacher_cache_tail_samples is None else cfg.teacher_cache_tail_samples
 
     # ---- checks ----
     @classmethod
@@ -186,31 +190,14 @@ class CausalLM(TextClassification):
 
         return with_teacher_answers(self.cfg, teacher, tokenizer, rows, self.form, self.columns, root, teacher_fp)
 
-    # ---- teacher outputs: per response token, the top-k form ----
+    # ---- teacher outputs: per response token, the top-k form and draws from the tail ----
+    def cache_form(self) -> dict:
+        return {"tail_samples": self.tail_samples, "values": "logprob-fp16"}
+
     def teacher_outputs(self, teacher, rows, batcher, prefix: str = ""):
         cfg = self.cfg
-        teacher.to(cfg.device).eval()
-        vocab = self._student_vocab()
-        out = {"teacher_topk_values": [None] * len(rows), "teacher_topk_indices": [None] * len(rows),
-               "teacher_tail_lse": [None] * len(rows)}
-        order = np.argsort(-np.asarray(rows["length"]), kind="stable")
-        size = 8 if cfg.device.type == "cpu" else 32
-        table = rows.select_columns(["input_ids", "attention_mask", "response_mask"])[:]
-        with torch.inference_mode():
-            for a in range(0, len(order), size):
-                idx = order[a:a + size]
-                batch = batcher([{k: table[k][i] for k in table} for i in idx])
-                with _autocast(cfg.bf16, cfg.device):
-                    logits = teacher(input_ids=batch["input_ids"].to(cfg.device),
-                                     attention_mask=batch["attention_mask"].to(cfg.device)).logits
-                logits = logits[..., :vocab] if vocab else logits
-                mask = batch["response_mask"].bool().to(logits.device)
-                for j, i in enumerate(idx):
-                    v, ids, tail = token_topk(logits[j][mask[j]], self.topk)
-                    out["teacher_topk_values"][i] = v.cpu().numpy()
-                    out["teacher_topk_indices"][i] = ids.cpu().numpy().astype(np.int32)
-                    out["teacher_tail_lse"][i] = tail.cpu().numpy()
-        return {k: [a.tolist() for a in v] for k, v in out.items()}
+        return teacher_token_forms(teacher, rows, batcher, cfg.device, cfg.bf16, self._student_vocab(), self.topk,
+                                   self.tail_samples)
 
     def _student_vocab(self) -> int | None:
         """The student's output rows, over which the teacher's top-k is taken (padded vocabularies)."""
