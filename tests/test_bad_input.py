@@ -195,6 +195,11 @@ def cases(task_files, base_models, trained_teacher, tmp_path, bad_csvs, exported
                                         r"num_train_epochs=-1 must be > 0 \(\S*epochs\.yaml, line 3\)"),
         "YAML string argparse refuses": (["run", "--config", str(tmp_path / "layers_text.yaml")],
                                          r"student_layers: '0 2' \(\S*layers_text\.yaml, line 3\) is refused"),
+        "tail draws for a classifier": (run + ["--teacher_cache_tail_samples", "10"],
+                                        r"teacher_cache_tail_samples draws from a language model's vocabulary tail, "
+                                        r"but the task is text_classification"),
+        "negative tail draws": (run + ["--teacher_cache_tail_samples", "-1"],
+                                r"teacher_cache_tail_samples=-1 must be >= 0"),
         "predict an empty text": (lambda: ["predict", "--model", str(exported()), ""],
                                   r"text 1 of 1 is empty \(or only whitespace\)"),
         "predict a whitespace-only text": (lambda: ["predict", "--model", str(exported()), "w1 good3", "  \t "],
@@ -219,7 +224,7 @@ CASE_NAMES = ["misspelt text column", "missing label column", "label outside the
               "label_smoothing_factor (ignored)", "multi-line TrainingArguments error", "empty output_dir",
               "num_labeled above the training rows", "text_pair_column is text_column", "label_column is text_column",
               "validation_size 1.5", "bad flag value beside a YAML", "bad YAML value beside flags",
-              "YAML string argparse refuses", "predict an empty text", "predict a whitespace-only text"]
+              "YAML string argparse refuses", "tail draws for a classifier", "negative tail draws", "predict an empty text", "predict a whitespace-only text"]
 
 
 @pytest.mark.parametrize("name", CASE_NAMES)

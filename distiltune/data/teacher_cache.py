@@ -16,7 +16,9 @@
   plus the log-mass of the missing ones at a grid of temperatures. Dense logits are rebuilt on the
   fly for the step's temperature (the missing classes share the teacher's exact remaining mass
   evenly), so every loss term reads them unchanged; with k = n they equal the full logits.
-  ``benchmarks/topk_error.py`` measures the error this leaves.
+  ``benchmarks/topk_error.py`` measures the error this leaves. A language model's cache keeps its
+  own per-token form (``models.lm.teacher_token_forms``: half precision, draws from the tail), named
+  by the task's ``cache_form()``.
 """
 from __future__ import annotations
 
