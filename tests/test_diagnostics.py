@@ -150,3 +150,14 @@ def test_advise_run_refuses_shape_options_it_would_ignore(tmp_path, capsys):
     assert main(["advise", "--run", str(run), "--teacher", "demo:all-mpnet-base-v2", "--latency-ms", "5"]) == 2
     err = capsys.readouterr().err
     assert "--teacher, --latency-ms only apply to measuring student shapes" in err and "-> fix:" in err
+
+
+def test_a_short_stage_logs_often_enough_for_its_curve_to_be_read():
+    """The demo's LM distillation is 48 steps: every 10 steps would give 4 losses, below the 8 the
+    still-falling diagnostic reads; short stages log at least 20 times, long ones as asked."""
+    from distiltune.pipeline.train import logging_every, planned_steps
+
+    assert planned_steps(384, 8, 1, 1.0) == 48 and planned_steps(385, 8, 1, 1.0) == 49
+    assert planned_steps(100, 8, 4, 2.0) == 6 and planned_steps(3, 8, 1, 0.5) == 1
+    assert logging_every(10, 48) == 2 and logging_every(10, 10) == 1
+    assert logging_every(10, 5000) == 10 and logging_every(0.05, 48) == 0.05

@@ -106,6 +106,23 @@ def test_chunks_give_the_whole_value_and_gradient(dtype):
     torch.testing.assert_close(grads[1], grads[0], rtol=1e-5, atol=1e-6)
 
 
+def test_chunks_at_a_masks_positions_give_the_whole_value_and_gradient():
+    """The positions of a mask (a language model's response tokens), a few a chunk, each chunk's
+    gradient written into the logits' gradient: equal to computing them all at once."""
+    t = logits(4, 9, 300, seed=8)
+    at = torch.tensor([0, 3, 4, 5, 9, 10, 17, 20, 21, 22, 30, 35])
+    w = torch.arange(1.0, len(at) + 1)  # a different weight per position
+    s = logits(4, 9, 300, seed=7).requires_grad_(True)
+    want = kd_per_sample(s.reshape(36, 300)[at], t.reshape(36, 300)[at], 2.0)
+    (want * w).sum().backward()
+    g_want, s.grad = s.grad.clone(), None
+    got = V.per_position(kd_per_sample, s, t, 2.0, chunk_elements=300 * 5, at=at)
+    (got * w).sum().backward()
+    torch.testing.assert_close(got.detach(), want.detach(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(s.grad, g_want, rtol=1e-5, atol=1e-6)
+    assert s.grad.reshape(36, 300)[[i for i in range(36) if i not in at.tolist()]].abs().max() == 0
+
+
 def saved_bytes(fn) -> int:
     """Bytes of the tensors autograd keeps for the backward pass while ``fn`` runs (checkpointed chunks
     keep only their inputs, which are views of the logits)."""

@@ -34,7 +34,8 @@ class DistillConfig(StrategyArguments, ModelArguments, DataArguments, TrainingAr
     train_sampling_strategy: str = _f("group_by_length", "Batch similar lengths together (less padding): "
                                                          "group_by_length, random, sequential.")
     report_to: None | str | list[str] = _f("tensorboard", "Loggers: tensorboard, none, ...")
-    logging_steps: float = _f(10, "Log losses, loss terms and schedule values every N steps.")
+    logging_steps: float = _f(10, "Log losses, loss terms and schedule values every N steps (more often in a stage "
+                                  "of fewer than 20 N steps: at least 20 points a stage for the report's curves).")
     save_strategy: str = _f("epoch", "When to write checkpoints: epoch, steps or no.")
     save_total_limit: int | None = _f(2, "Keep at most this many checkpoints per stage.")
     learning_rate: float = _f(5e-5, "Peak learning rate of the student (AdamW, linear decay).")

@@ -1,8 +1,8 @@
 """Per-position computations over a large last axis (a vocabulary), a chunk of positions at a time.
 
 Loss terms over (batch x length x vocabulary) logits use this so that the fp32 intermediates of a
-softmax exist for one chunk only, in the forward and the backward pass (each chunk runs under
-activation checkpointing: recomputed in the backward pass, not kept). The inputs keep their own
+softmax exist for one chunk only, in the forward and the backward pass (each chunk is recomputed in
+the backward pass, not kept: activation checkpointing, or for a mask's positions ``_RowChunks``). The inputs keep their own
 dtype (bf16 logits stay bf16); the gradient of the logits is the one full-size tensor, as for any
 loss on them.
 """
@@ -69,8 +69,10 @@ def _take(x, idx: torch.Tensor):
 
 def _at_positions(fn, x: torch.Tensor, rest: list, chunked: list[bool], at: torch.Tensor, rows: int) -> torch.Tensor:
     def run(flat, idx, *others):
-        return fn(flat.index_select(0, idx), *[_take(o, idx) if c else o for o, c in zip(others, chunked)])
+        return fn(flat.index_select(0, idx), *_rows_of(others, chunked, idx))
 
+    if torch.is_grad_enabled() and x.requires_grad and not any(torch.is_tensor(o) and o.requires_grad for o in rest):
+        return _RowChunks.apply(x, at, rows, fn, rest, chunked)
     out = []
     for a in range(0, len(at), rows):
         idx = at[a:a + rows]
@@ -79,3 +81,37 @@ def _at_positions(fn, x: torch.Tensor, rest: list, chunked: list[bool], at: torc
         else:
             out.append(run(x, idx, *rest))
     return torch.cat(out) if out else x.new_zeros((0,), dtype=torch.float32)
+
+
+class _RowChunks(torch.autograd.Function):
+    """``fn`` over the rows ``at`` of ``x``, a chunk at a time, recomputed chunk by chunk in the backward
+    pass (as checkpointing would) with each chunk's gradient written straight into the one full-size
+    gradient of ``x``. Checkpointing each chunk of an ``index_select`` instead makes autograd build a
+    zero tensor the size of all the logits per chunk and add it into the total: two full passes over
+    (batch x length x vocabulary) memory per chunk, most of a distillation step's loss time on a CPU.
+    The rows of ``at`` are distinct (a mask's positions), so each gradient row is written once."""
+
+    @staticmethod
+    def forward(ctx, x, at, rows, fn, rest, chunked):
+        ctx.save_for_backward(x, at)
+        ctx.rows, ctx.fn, ctx.rest, ctx.chunked = rows, fn, rest, chunked
+        out = [fn(x.index_select(0, at[a:a + rows]), *_rows_of(rest, chunked, at[a:a + rows]))
+               for a in range(0, len(at), rows)]
+        return torch.cat(out) if out else x.new_zeros((0,), dtype=torch.float32)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, at = ctx.saved_tensors
+        grad = torch.zeros_like(x)
+        for a in range(0, len(at), ctx.rows):
+            idx = at[a:a + ctx.rows]
+            with torch.enable_grad():
+                part = x.index_select(0, idx).detach().requires_grad_(True)
+                out = ctx.fn(part, *_rows_of(ctx.rest, ctx.chunked, idx))
+                (g,) = torch.autograd.grad(out, part, grad_out[a:a + len(idx)])
+            grad.index_copy_(0, idx, g.to(grad.dtype))
+        return grad, None, None, None, None, None
+
+
+def _rows_of(rest: list, chunked: list[bool], idx: torch.Tensor) -> list:
+    return [_take(o, idx) if c else o for o, c in zip(rest, chunked)]

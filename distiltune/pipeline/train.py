@@ -50,6 +50,21 @@ def training_args(ctx, stage: str, plateau: bool = False, **changes):
                                remove_unused_columns=False, max_steps=-1, **changes)
 
 
+def planned_steps(rows: int, batch: int, accumulation: int, epochs: float) -> int:
+    """Optimiser steps a stage plans: batches per epoch (the last one partial), over accumulation, times epochs."""
+    per_epoch = max(1, -(-rows // max(batch, 1)) // max(accumulation, 1))
+    return max(1, int(per_epoch * epochs))
+
+
+def logging_every(logging_steps: float, steps: int) -> float:
+    """``logging_steps``, or more often where a stage is short: at least 20 logged losses a stage, so the
+    report's curves and its still-falling-loss diagnostic (8 points at least) see the stage's shape. A
+    ratio of the stage (below 1) is kept as given."""
+    if logging_steps < 1:
+        return logging_steps
+    return min(logging_steps, max(1, steps // 20))
+
+
 def resuming(ctx, stage: str, fp: str) -> bool:
     """Whether --resume will continue ``stage`` from a checkpoint made with the same inputs
     (then the stages before it need not run again)."""
@@ -100,7 +115,11 @@ def train_stage(ctx, stage: str, fp: str, model, tokenizer, train_ds, objective,
     ``plateau`` the stage runs at most ``epochs`` and stops on a validation plateau (keeping its
     best checkpoint); the loss schedules span ``schedule_epochs`` (default ``epochs``)."""
     task = ctx.task
-    args = training_args(ctx, stage, plateau=plateau, num_train_epochs=epochs, learning_rate=lr)
+    cfg = ctx.cfg
+    steps = planned_steps(len(train_ds), cfg.per_device_train_batch_size * PartialState().num_processes,
+                          cfg.gradient_accumulation_steps, epochs)
+    args = training_args(ctx, stage, plateau=plateau, num_train_epochs=epochs, learning_rate=lr,
+                         logging_steps=logging_every(cfg.logging_steps, steps))
     _stamp(args, fp)
     evaluating = str(getattr(args.eval_strategy, "value", args.eval_strategy)) != "no"
     if evaluating and len(ctx.data.validation) == 0:  # checked before the run began (checks.check_validation)
