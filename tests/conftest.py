@@ -192,6 +192,7 @@ TIER_OF = {
     "test_question_answering_runs.py::test_two_processes_distil_qa_like_one": "slow",
     "test_export.py": "e2e",
     "test_kill_resume.py": "e2e",
+    "test_lm_kill_resume.py": "e2e",      # a causal LM killed in distillation and resumed
     "test_online_teacher.py": "e2e",      # online teacher: runs, a kill and --resume
     "test_online_teacher.py::test_the_teacher_learns_from_labels_only": "unit",
     "test_online_teacher.py::test_the_teacher_gets_its_own_optimizer_group": "unit",

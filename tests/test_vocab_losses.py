@@ -124,17 +124,26 @@ def test_chunks_at_a_masks_positions_give_the_whole_value_and_gradient():
 
 
 def saved_bytes(fn) -> int:
-    """Bytes of the tensors autograd keeps for the backward pass while ``fn`` runs (checkpointed chunks
-    keep only their inputs, which are views of the logits)."""
-    seen = {}
+    """Bytes of the tensors autograd still keeps for the backward pass when ``fn`` has returned (a
+    chunk's own graph, built and freed while its gradient is taken, is not kept)."""
+    import gc
+    import weakref
+
+    seen = []
 
     def pack(x):
-        seen[x.untyped_storage().data_ptr()] = x.untyped_storage().nbytes()
+        seen.append((x.untyped_storage().nbytes(), weakref.ref(x)))
         return x
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda x: x):
-        fn()
-    return sum(seen.values())
+        out = fn()
+    gc.collect()
+    alive = {}
+    for nbytes, ref in seen:
+        if (x := ref()) is not None:
+            alive[x.untyped_storage().data_ptr()] = nbytes
+    del out
+    return sum(alive.values())
 
 
 def test_chunks_keep_no_fp32_vocabulary_tensor_for_the_backward_pass():
@@ -227,3 +236,29 @@ def test_token_cross_entropy_is_the_mean_over_labelled_tokens_and_keeps_no_fp32_
     torch.testing.assert_close(g_got.float(), g_ref.float(), rtol=1e-2, atol=1e-6)
     kept = saved_bytes(lambda: hard_label_loss(s, labels))
     assert kept <= s.numel() * 2 + labels.numel() * 8 + s.numel() * 4 // 16, kept  # the bf16 logits, no fp32 copy
+
+
+@pytest.mark.parametrize("t, k, draws, dtype", [(1.0, 8, 0, torch.float32), (2.0, 8, 0, torch.float32),
+                                                (1.0, 8, 6, torch.float32), (1.0, 300, 0, torch.float32),
+                                                (1.0, 8, 6, torch.bfloat16), (3.0, 300, 0, torch.float32)])
+def test_sparse_kd_in_closed_form_is_autograds_value_and_gradient(t, k, draws, dtype):
+    """kd on a top-k teacher (with or without tail draws) against the same formula through autograd."""
+    from distiltune.data import cache_forms as CF
+    from distiltune.models.lm import token_topk
+
+    teacher = logits(40, 300, seed=21) * 2
+    form = {c: x.numpy() for c, x in token_topk(teacher, k, draws, seed=3).items()}
+    sparse = CF.sparse_teacher(CF.collate([form]), torch.ones(1, 40, dtype=torch.bool), 300, t)
+    s = (logits(1, 40, 300, seed=22) * 2).to(dtype).requires_grad_(True)
+    w = torch.arange(1.0, 41.0).view(1, 40)
+    got = kd_per_sample(s, sparse, t)
+    (got * w).sum().backward()
+    g_got, s.grad = s.grad.clone(), None
+    log_t, log_s = V.log_probs(s, sparse, t)
+    want = V.forward_kl(log_t, log_s) * t * t
+    if sparse.sampled:
+        want = V.sampled_forward_kl(s, sparse, t) * t * t
+    (want * w).sum().backward()
+    tol = 1e-5 if dtype == torch.float32 else 1e-2
+    torch.testing.assert_close(got.detach(), want.detach(), rtol=tol, atol=tol)
+    torch.testing.assert_close(g_got.float(), s.grad.float(), rtol=tol, atol=tol * 0.1)

@@ -7,8 +7,8 @@ import torch.nn.functional as F
 from ..errors import DistilTuneError
 from ..constants import IGNORE_INDEX
 from ..models.task_loss import hard_label_loss
-from .vocab import (TopK, forward_kl, generalized_jsd, log_probs, per_position, reverse_kl, sampled_forward_kl,
-                    total_variation)
+from .sparse_kd import SparseKD
+from .vocab import TopK, forward_kl, generalized_jsd, log_probs, per_position, reverse_kl, total_variation
 from .base import LossTerm, register_loss
 
 WEIGHTINGS = ("none", "confidence")
@@ -23,8 +23,10 @@ def kd_per_sample(student_logits: torch.Tensor, teacher_logits, temperature: flo
     if student_logits.shape[-1] == 1:
         return (student_logits.float() - teacher_logits.float()).pow(2).view(-1)
     t = float(temperature)
-    if isinstance(teacher_logits, TopK) and teacher_logits.sampled:
-        return sampled_forward_kl(student_logits, teacher_logits, t) * (t * t)
+    if isinstance(teacher_logits, TopK):  # the gradient in closed form: a few passes over the vocabulary
+        if abs(teacher_logits.temperature - t) > 1e-6:
+            raise ValueError(f"a top-k teacher at temperature {teacher_logits.temperature} read at temperature {t}")
+        return SparseKD.apply(student_logits, teacher_logits, t)
     return forward_kl(*log_probs(student_logits, teacher_logits, t)) * (t * t)
 
 

@@ -84,32 +84,35 @@ def _at_positions(fn, x: torch.Tensor, rest: list, chunked: list[bool], at: torc
 
 
 class _RowChunks(torch.autograd.Function):
-    """``fn`` over the rows ``at`` of ``x``, a chunk at a time, recomputed chunk by chunk in the backward
-    pass (as checkpointing would) with each chunk's gradient written straight into the one full-size
-    gradient of ``x``. Checkpointing each chunk of an ``index_select`` instead makes autograd build a
-    zero tensor the size of all the logits per chunk and add it into the total: two full passes over
-    (batch x length x vocabulary) memory per chunk, most of a distillation step's loss time on a CPU.
-    The rows of ``at`` are distinct (a mask's positions), so each gradient row is written once."""
+    """``fn`` over the rows ``at`` of ``x``, a chunk at a time, each chunk's derivative taken as it is
+    computed and written into one buffer the size of ``x``, which the backward pass scales by the
+    rows' upstream gradients and returns as ``x``'s gradient: each chunk is computed once, with its
+    gradient, and its fp32 intermediates are freed before the next. (Checkpointing each chunk of an
+    ``index_select`` instead computes it twice and makes autograd build a zero tensor the size of all
+    the logits per chunk, added into the total: most of a distillation step's loss time on a CPU.)
+    ``fn`` is per row (row r of its output reads row r of its inputs), so the gradient of its sum is
+    each row's own; the rows of ``at`` are distinct (a mask's positions). The buffer stands for the
+    gradient autograd would otherwise allocate in the backward pass."""
 
     @staticmethod
     def forward(ctx, x, at, rows, fn, rest, chunked):
-        ctx.save_for_backward(x, at)
-        ctx.rows, ctx.fn, ctx.rest, ctx.chunked = rows, fn, rest, chunked
-        out = [fn(x.index_select(0, at[a:a + rows]), *_rows_of(rest, chunked, at[a:a + rows]))
-               for a in range(0, len(at), rows)]
+        grad, out = torch.zeros_like(x), []
+        for a in range(0, len(at), rows):
+            idx = at[a:a + rows]
+            with torch.enable_grad():
+                part = x.index_select(0, idx).detach().requires_grad_(True)
+                res = fn(part, *_rows_of(rest, chunked, idx))
+                (g,) = torch.autograd.grad(res.sum(), part)
+            grad.index_copy_(0, idx, g.to(grad.dtype))
+            out.append(res.detach())
+        ctx.save_for_backward(grad, at)
         return torch.cat(out) if out else x.new_zeros((0,), dtype=torch.float32)
 
     @staticmethod
     def backward(ctx, grad_out):
-        x, at = ctx.saved_tensors
-        grad = torch.zeros_like(x)
-        for a in range(0, len(at), ctx.rows):
-            idx = at[a:a + ctx.rows]
-            with torch.enable_grad():
-                part = x.index_select(0, idx).detach().requires_grad_(True)
-                out = ctx.fn(part, *_rows_of(ctx.rest, ctx.chunked, idx))
-                (g,) = torch.autograd.grad(out, part, grad_out[a:a + len(idx)])
-            grad.index_copy_(0, idx, g.to(grad.dtype))
+        grad, at = ctx.saved_tensors
+        scale = grad_out.to(grad.dtype).unsqueeze(-1)
+        grad.index_copy_(0, at, grad.index_select(0, at) * scale)  # the rows outside ``at`` stay 0
         return grad, None, None, None, None, None
 
 
